@@ -1,0 +1,53 @@
+"""logd's storage engine: the on-disk log of one topic-partition (no gRPC in here).
+
+Modules, each with one job:
+
+    config.py      LogConfig, AppendInfo, SegmentInfo
+    errors.py      the exception hierarchy
+    files.py       the file-system seam: every write/fsync/rename/unlink goes through it
+    index.py       the sparse offset index and the time index (formats in its docstring)
+    segment.py     one .log file with its indexes; walking batches in a file
+    handles.py     refcounted file handles and the LRU of read handles of older segments
+    checkpoint.py  log start offset, recovery point, clean-shutdown flag
+    recovery.py    what ``PartitionLog.open`` does to a directory (algorithm in its docstring)
+    log.py         PartitionLog: append (group commit), read, roll, truncate, delete
+
+Lock order (a thread holding a lock may take only locks further down this list):
+
+    1. PartitionLog._lock  (and its condition ``_changed``)
+    2. Segment._load_lock  (lazy loading of an older segment's indexes vs. its deletion)
+    3. HandleCache._lock
+    4. Handle._lock
+
+Blocking I/O under ``PartitionLog._lock``: the append's pwrite, roll, truncation, flush
+and checkpoint writes. Not under it: the group-commit fsync, and reads of batches (a
+read pins a segment with a referenced handle, then reads without the lock).
+"""
+
+from logd.storage.config import AppendInfo, LogConfig, SegmentInfo
+from logd.storage.errors import (
+    CorruptLogError,
+    LogClosedError,
+    LogFailedError,
+    OffsetOutOfRangeError,
+    StorageError,
+)
+from logd.storage.files import OS_FILE_SYSTEM, FileSystem, raise_open_file_limit
+from logd.storage.handles import HandleCache
+from logd.storage.log import PartitionLog
+
+__all__ = [
+    "AppendInfo",
+    "CorruptLogError",
+    "FileSystem",
+    "HandleCache",
+    "LogClosedError",
+    "LogConfig",
+    "LogFailedError",
+    "OS_FILE_SYSTEM",
+    "OffsetOutOfRangeError",
+    "PartitionLog",
+    "SegmentInfo",
+    "StorageError",
+    "raise_open_file_limit",
+]

@@ -1,0 +1,128 @@
+"""The file-system seam: every write, fsync, rename and unlink of the engine goes here.
+
+The engine never calls ``os.write``/``os.fsync``/``os.rename``/``os.unlink`` directly; it
+calls a :class:`FileSystem`. Tests (and a later reliability issue) substitute a subclass
+that tears writes or fails the Nth fsync, the way TigerBeetle's testing storage and
+SQLite's crash VFS do. Reads also go through it (``pread``) so faults can be injected
+there too.
+
+Thread-safety: :class:`FileSystem` is stateless; all methods may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from pathlib import Path
+
+
+class FileSystem:
+    """Thin wrappers around the ``os`` calls the engine uses (file descriptors, not objects)."""
+
+    def open(self, path: Path | str, flags: int, mode: int = 0o644) -> int:
+        return os.open(path, flags | getattr(os, "O_CLOEXEC", 0), mode)
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
+    def pwrite(self, fd: int, data: bytes | bytearray | memoryview, position: int) -> None:
+        """Write all of ``data`` at ``position`` (loops over short writes)."""
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(fd, view, position)
+            if written <= 0:
+                raise OSError(f"pwrite wrote {written} bytes")
+            view = view[written:]
+            position += written
+
+    def pread(self, fd: int, size: int, position: int) -> bytes:
+        """Up to ``size`` bytes at ``position`` (fewer only at the end of the file)."""
+        data = os.pread(fd, size, position)
+        if len(data) == size or not data:
+            return data
+        parts = [data]
+        got = len(data)
+        while got < size:
+            more = os.pread(fd, size - got, position + got)
+            if not more:
+                break
+            parts.append(more)
+            got += len(more)
+        return b"".join(parts)
+
+    def fsync(self, fd: int) -> None:
+        os.fsync(fd)
+
+    def ftruncate(self, fd: int, size: int) -> None:
+        os.ftruncate(fd, size)
+
+    def file_size(self, fd: int) -> int:
+        return os.fstat(fd).st_size
+
+    def rename(self, source: Path | str, destination: Path | str) -> None:
+        os.rename(source, destination)
+
+    def unlink(self, path: Path | str) -> None:
+        os.unlink(path)
+
+    def mkdir(self, path: Path | str) -> None:
+        os.makedirs(path, exist_ok=True)
+
+    def rmdir(self, path: Path | str) -> None:
+        os.rmdir(path)
+
+    def fsync_dir(self, path: Path | str) -> None:
+        """Make creations, renames and deletions inside ``path`` durable."""
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            self.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+#: The real file system, used unless a test passes another one.
+OS_FILE_SYSTEM = FileSystem()
+
+
+def read_file(fs: FileSystem, path: Path) -> bytes:
+    """The whole content of a small file (checkpoints, index files)."""
+    fd = fs.open(path, os.O_RDONLY)
+    try:
+        return fs.pread(fd, fs.file_size(fd), 0)
+    finally:
+        fs.close(fd)
+
+
+def write_file_atomic(fs: FileSystem, path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically: tmp + fsync + rename + directory fsync."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = fs.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        fs.pwrite(fd, data, 0)
+        fs.fsync(fd)
+    finally:
+        fs.close(fd)
+    fs.rename(tmp, path)
+    fs.fsync_dir(path.parent)
+
+
+def unlink_if_exists(fs: FileSystem, path: Path) -> bool:
+    try:
+        fs.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (a broker with many partitions keeps
+    one open log file per partition). Returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft

@@ -1,0 +1,800 @@
+"""The partition log: an ordered list of segments with one active segment at the end.
+
+Appends validate every batch (CRC included) before taking the lock, assign offsets by
+rewriting each batch's ``base_offset`` (the CRC does not cover it), write the whole call
+with one ``pwrite`` into the active segment, then wait until durable per the flush policy.
+
+Group commit (``flush_policy="group"``), leader-based and without a thread: an appender
+whose data is not yet durable becomes the *leader* if no fsync is running: it notes the
+log end, releases the lock, fsyncs, retakes the lock and publishes the new durable end;
+appenders that wrote meanwhile wait on the condition and the first of them leads the next
+fsync. So an append is acknowledged only by an fsync that started after its write, and
+many appenders share one fsync. Roll, truncation, flush and close wait until no fsync
+runs, so the leader's file descriptor stays valid.
+
+Visibility: readers see up to the high watermark: the durable end for "group"/"always"
+(a reader never sees data a crash could lose, and offsets are never reused), the log end
+for "never". For the active segment the log tracks the byte position of the high
+watermark and reads never go past it, so no reader sees a half-written batch.
+
+Failure: a failed write or fsync makes the log failed for good (nats-server's sticky
+``werr``): appends raise :class:`LogFailedError` and nothing written after the last
+successful fsync is ever acknowledged; reopening runs recovery.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import threading
+import time
+from bisect import bisect_right
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from logd_sdk import codec
+from logd.storage.checkpoint import Checkpoint, write_checkpoint
+from logd.storage.config import AppendInfo, LogConfig, SegmentInfo
+from logd.storage.errors import LogClosedError, LogFailedError, OffsetOutOfRangeError, StorageError
+from logd.storage.files import OS_FILE_SYSTEM, FileSystem
+from logd.storage.handles import DEFAULT_HANDLE_CACHE, Handle, HandleCache
+from logd.storage.index import OffsetIndex, TimeIndex
+from logd.storage.recovery import load_log
+from logd.storage.segment import BatchPosition, Segment, walk_batches
+from logd.storage.swap import CleanedSegment, commit_swap, discard_cleaned
+
+logger = logging.getLogger("logd.storage")
+
+_OFFSET = struct.Struct("<q")
+_MAX_RELATIVE_OFFSET = (1 << 32) - 1
+#: Older segments per log whose indexes stay loaded in memory (the rest reload on use).
+_LOADED_INDEXES_PER_LOG = 4
+#: Default for how often group/always commits also move the persisted recovery point
+#: (Kafka's log.flush.offset.checkpoint.interval.ms): bounds the re-verification after a crash.
+DEFAULT_RECOVERY_CHECKPOINT_INTERVAL_MS = 60_000
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def parse_batches(batches: bytes | bytearray | memoryview) -> list[BatchPosition]:
+    """Validate a producer's concatenated batches; positions are relative to the buffer.
+
+    Each batch must pass ``codec.validate`` and hold a dense, non-empty run of offsets
+    (``last_offset_delta == records_count - 1``). Raises ``codec.CorruptBatchError``.
+    """
+    view = memoryview(batches)
+    end = len(view)
+    if end == 0:
+        raise codec.CorruptBatchError("no batch to append")
+    parsed = []
+    position = 0
+    while position < end:
+        if end - position < codec.HEADER_SIZE:
+            raise codec.CorruptBatchError(f"{end - position} trailing bytes after the last batch")
+        header = codec.validate(view, position)
+        if header.records_count < 1 or header.last_offset_delta != header.records_count - 1:
+            raise codec.CorruptBatchError(
+                f"batch at byte {position}: {header.records_count} records but last offset delta "
+                f"{header.last_offset_delta}")
+        size = header.batch_length + codec.LOG_OVERHEAD
+        parsed.append(BatchPosition(position, size, header.base_offset, header.next_offset, header.max_timestamp))
+        position += size
+    return parsed
+
+
+@dataclass
+class _View:
+    """A segment pinned for reading outside the lock: a referenced handle and the end."""
+
+    segment: Segment
+    handle: Handle
+    end: int
+    is_active: bool
+    offset_index: OffsetIndex | None = None
+    time_index: TimeIndex | None = None
+
+    def indexes(self) -> tuple[OffsetIndex, TimeIndex]:
+        if self.offset_index is None or self.time_index is None:
+            self.offset_index, self.time_index = self.segment.indexes(self.handle.fd)
+        return self.offset_index, self.time_index
+
+
+class PartitionLog:
+    """The log of one topic-partition in its own directory.
+
+    Thread-safety: every public method may be called from any thread. ``_lock`` guards all
+    state (the segment list, offsets, the active segment and its in-memory indexes);
+    ``_changed`` (on the same lock) signals a new high watermark, the end of an fsync, a
+    failure or close. Reads pin a segment under the lock and do their I/O without it.
+    """
+
+    def __init__(self, directory: Path, config: LogConfig, clock_ms: Callable[[], int],
+                 fs: FileSystem, handle_cache: HandleCache, recovery_checkpoint_interval_ms: int) -> None:
+        self.directory = directory
+        self._config = config
+        self._clock_ms = clock_ms
+        self._fs = fs
+        self._handles = handle_cache
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._segments: list[Segment] = []
+        self._base_offsets: list[int] = []
+        self._log_start_offset = 0
+        self._log_end_offset = 0
+        self._durable_offset = 0  # everything below it was fsynced
+        self._durable_position = 0  # its byte position in the active segment
+        self._high_watermark = 0
+        self._visible_position = 0  # byte position of the high watermark in the active segment
+        self._size_bytes = 0
+        self._flushing = False
+        self._failure: BaseException | None = None
+        self._closed = False
+        self._recovery_checkpoint_interval_ms = recovery_checkpoint_interval_ms
+        self._last_checkpoint_ms = clock_ms()
+        self._loaded_older: OrderedDict[int, Segment] = OrderedDict()  # by base offset
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, directory: Path, config: LogConfig, *, clock_ms: Callable[[], int] = wall_clock_ms,
+             fs: FileSystem = OS_FILE_SYSTEM, handle_cache: HandleCache | None = None,
+             recovery_checkpoint_interval_ms: int = DEFAULT_RECOVERY_CHECKPOINT_INTERVAL_MS) -> "PartitionLog":
+        """Create the directory if missing, recover, return an open log.
+
+        ``fs``: the file-system seam (tests inject faults); ``handle_cache``: the LRU of read
+        handles of older segments (default: one shared by the process);
+        ``recovery_checkpoint_interval_ms``: how often a commit also persists the recovery
+        point (and the active segment's indexes), bounding the work of the next recovery.
+        """
+        # (not `handle_cache or ...`: an empty cache is falsy)
+        cache = DEFAULT_HANDLE_CACHE if handle_cache is None else handle_cache
+        log = cls(Path(directory), config, clock_ms, fs, cache, recovery_checkpoint_interval_ms)
+        loaded = load_log(fs, log.directory, config, clock_ms)
+        for segment in loaded.segments:
+            # A handle cached by an earlier instance may point at a file replaced since.
+            log._handles.discard(segment.log_path)
+        log._segments = loaded.segments
+        log._base_offsets = [segment.base_offset for segment in loaded.segments]
+        log._log_start_offset = loaded.log_start_offset
+        active = loaded.segments[-1]
+        log._log_end_offset = log._durable_offset = log._high_watermark = active.next_offset
+        log._visible_position = log._durable_position = active.size
+        log._size_bytes = sum(segment.size for segment in loaded.segments)
+        with log._lock:
+            # The recovered tail is now verified and fsynced: the recovery point moves to
+            # the end, and the clean-shutdown flag is cleared before any append.
+            active.write_indexes_locked(final=False)
+            log._write_checkpoint_locked(clean_shutdown=False)
+        return log
+
+    def close(self) -> None:
+        """Flush, write the clean-shutdown checkpoint and close the files. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._wait_no_flush_locked()
+            if self._failure is None:
+                try:
+                    self._flush_locked()
+                    self._write_checkpoint_locked(clean_shutdown=True)
+                except OSError as exc:
+                    self._fail_locked(exc)
+            self._closed = True
+            for segment in self._segments:
+                segment.deactivate_locked()
+                self._handles.discard(segment.log_path)
+            self._changed.notify_all()
+
+    def delete(self) -> None:
+        """Close the log and remove its directory."""
+        self.close()
+        with self._lock:
+            for segment in self._segments:
+                segment.delete_files_locked()
+            for name in os.listdir(self.directory):
+                self._fs.unlink(self.directory / name)
+            self._fs.rmdir(self.directory)
+            self._fs.fsync_dir(self.directory.parent)
+
+    def update_config(self, config: LogConfig) -> None:
+        with self._lock:
+            self._config = config
+            for segment in self._segments:
+                segment.index_interval_bytes = config.index_interval_bytes
+
+    @property
+    def config(self) -> LogConfig:
+        return self._config
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._log_start_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        """The next offset to assign."""
+        return self._log_end_offset
+
+    @property
+    def high_watermark(self) -> int:
+        """Readers see offsets below it: the durable end ("group"/"always") or the log end."""
+        return self._high_watermark
+
+    @property
+    def size_bytes(self) -> int:
+        return self._size_bytes
+
+    @property
+    def failed(self) -> bool:
+        """True after a failed write or fsync (sticky until the log is reopened)."""
+        return self._failure is not None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def segments(self) -> list[SegmentInfo]:
+        """A snapshot of the segments, oldest first."""
+        with self._lock:
+            return [self._segment_info_locked(segment) for segment in self._segments]
+
+    def _segment_info_locked(self, segment: Segment) -> SegmentInfo:
+        is_active = segment is self._segments[-1]
+        return SegmentInfo(
+            base_offset=segment.base_offset, size_bytes=segment.size,
+            max_timestamp_ms=segment.max_timestamp_ms,
+            next_offset=self._log_end_offset if is_active else segment.next_offset,
+            path=segment.log_path, is_active=is_active, created_ms=segment.created_ms,
+        )
+
+    # -- appending -------------------------------------------------------------------------
+
+    def append(self, batches: bytes | bytearray | memoryview) -> AppendInfo:
+        """Append one or more concatenated producer batches; returns their offsets once
+        durable per the flush policy. A bad batch raises ``codec.CorruptBatchError`` and
+        nothing of the call is written."""
+        parsed = parse_batches(batches)  # CRC work happens outside the lock
+        data = bytearray(batches)
+        with self._lock:
+            info = self._append_locked(data, parsed)
+            if self._config.flush_policy == "group":
+                self._await_durable_locked(info.last_offset + 1)
+            return info
+
+    def append_unflushed(self, batches: bytes | bytearray | memoryview) -> AppendInfo:
+        """Like ``append`` but returns as soon as the data is written (not yet durable);
+        pair it with ``wait_durable``. Lets a caller write to many partitions, then wait."""
+        parsed = parse_batches(batches)
+        data = bytearray(batches)
+        with self._lock:
+            return self._append_locked(data, parsed, defer_flush=True)
+
+    def wait_durable(self, offset: int) -> None:
+        """Block until every offset below ``offset`` is durable (group commit)."""
+        with self._lock:
+            self._await_durable_locked(offset)
+
+    def _append_locked(self, data: bytearray, parsed: list[BatchPosition], defer_flush: bool = False) -> AppendInfo:
+        self._check_writable_locked()
+        records = sum(batch.next_offset - batch.base_offset for batch in parsed)
+        now = self._clock_ms()
+        self._maybe_roll_locked(len(data), records, now)
+        active = self._segments[-1]
+        base_offset = next_offset = self._log_end_offset
+        assigned = []
+        pack_into = _OFFSET.pack_into
+        for batch in parsed:
+            pack_into(data, batch.position, next_offset)
+            count = batch.next_offset - batch.base_offset
+            assigned.append(BatchPosition(batch.position, batch.size, next_offset, next_offset + count,
+                                          batch.max_timestamp_ms))
+            next_offset += count
+        if active.size == 0:
+            active.created_ms = now
+        try:
+            active.append_locked(data, assigned)
+        except OSError as exc:
+            self._fail_locked(exc)
+            raise LogFailedError(f"{self.directory}: write failed: {exc}") from exc
+        self._log_end_offset = next_offset
+        self._size_bytes += len(data)
+        policy = self._config.flush_policy
+        if policy == "never":
+            self._high_watermark, self._visible_position = next_offset, active.size
+            self._changed.notify_all()
+        elif policy == "always" and not defer_flush:
+            try:
+                active.fsync_locked()
+            except OSError as exc:
+                self._fail_locked(exc)
+                raise LogFailedError(f"{self.directory}: fsync failed: {exc}") from exc
+            self._publish_locked(next_offset, active.size)
+            self._maybe_checkpoint_locked()
+        return AppendInfo(base_offset, next_offset - 1, now)
+
+    def _maybe_roll_locked(self, incoming_bytes: int, incoming_records: int, now: int) -> None:
+        while True:
+            active = self._segments[-1]
+            if active.size == 0:
+                return
+            config = self._config
+            if not (active.size + incoming_bytes > config.segment_bytes
+                    or now - active.created_ms >= config.segment_ms
+                    or self._log_end_offset + incoming_records - active.base_offset > _MAX_RELATIVE_OFFSET):
+                return
+            if not self._flushing:
+                self._roll_locked()
+                return
+            self._changed.wait()
+            self._check_writable_locked()
+
+    def _await_durable_locked(self, offset: int) -> None:
+        """Group commit: return once every offset below ``offset`` is durable."""
+        while self._durable_offset < offset:
+            if self._failure is not None:
+                raise LogFailedError(f"{self.directory}: an earlier write or fsync failed") from self._failure
+            if self._closed:
+                raise LogClosedError(f"{self.directory} is closed")
+            if self._flushing:
+                self._changed.wait()
+            else:
+                self._lead_flush_locked()
+
+    def _lead_flush_locked(self) -> None:
+        """fsync the active segment without holding the lock; publish the durable end."""
+        active = self._segments[-1]
+        target_offset, target_position = self._log_end_offset, active.size
+        assert active.write_handle is not None
+        fd = active.write_handle.fd
+        self._flushing = True
+        self._lock.release()
+        error: OSError | None = None
+        try:
+            self._fs.fsync(fd)
+        except OSError as exc:
+            error = exc
+        finally:
+            self._lock.acquire()
+            self._flushing = False
+        if error is not None:
+            self._fail_locked(error)
+            raise LogFailedError(f"{self.directory}: fsync failed: {error}") from error
+        self._publish_locked(target_offset, target_position)
+        self._maybe_checkpoint_locked()
+
+    def _maybe_checkpoint_locked(self) -> None:
+        """Now and then, persist the recovery point after a commit (the log lock is held
+        meanwhile: an index write and a checkpoint, once per interval)."""
+        if self._clock_ms() - self._last_checkpoint_ms < self._recovery_checkpoint_interval_ms:
+            return
+        try:
+            self._segments[-1].write_indexes_locked(final=False)
+        except OSError as exc:
+            self._fail_locked(exc)
+            raise LogFailedError(f"{self.directory}: index write failed: {exc}") from exc
+        self._checkpoint_or_fail_locked()
+
+    def _publish_locked(self, durable_offset: int, active_position: int) -> None:
+        """Record a new durable end (after an fsync of the active segment, where it lies at
+        ``active_position``) and wake readers and appenders."""
+        if durable_offset > self._durable_offset:
+            self._durable_offset, self._durable_position = durable_offset, active_position
+        if self._config.flush_policy == "never":
+            self._high_watermark, self._visible_position = self._log_end_offset, self._segments[-1].size
+        elif self._durable_offset > self._high_watermark:
+            self._high_watermark, self._visible_position = self._durable_offset, self._durable_position
+        self._changed.notify_all()
+
+    def _wait_no_flush_locked(self) -> None:
+        while self._flushing:
+            self._changed.wait()
+
+    def _check_writable_locked(self) -> None:
+        if self._closed:
+            raise LogClosedError(f"{self.directory} is closed")
+        if self._failure is not None:
+            raise LogFailedError(f"{self.directory}: an earlier write or fsync failed; reopen the log") \
+                from self._failure
+
+    def _fail_locked(self, exc: BaseException) -> None:
+        if self._failure is None:
+            logger.error("%s: storage failure, refusing appends until reopened: %s", self.directory, exc)
+            self._failure = exc
+        self._changed.notify_all()
+
+    # -- roll, flush, checkpoint -----------------------------------------------------------
+
+    def roll(self) -> None:
+        """Start a new active segment now (no-op if the active one is empty)."""
+        with self._lock:
+            self._check_writable_locked()
+            self._wait_no_flush_locked()
+            if self._segments[-1].size:
+                self._roll_locked()
+
+    def _roll_locked(self) -> None:
+        """Close the active segment durably, then create the next one.
+
+        Order (each step leaves a recoverable state if the process dies after it):
+        fsync the old log; write and fsync its indexes; create the new log file; fsync the
+        directory; write the checkpoint with the recovery point at the new segment.
+        """
+        assert not self._flushing
+        old = self._segments[-1]
+        new = Segment(self._fs, self.directory, self._log_end_offset, self._config.index_interval_bytes,
+                      self._clock_ms())
+        try:
+            old.fsync_locked()
+            old.write_indexes_locked(final=True)
+            new.open_for_append_locked(create=True)
+            self._fs.fsync_dir(self.directory)
+        except OSError as exc:
+            self._fail_locked(exc)
+            raise LogFailedError(f"{self.directory}: roll failed: {exc}") from exc
+        self._publish_locked(self._log_end_offset, old.size)
+        old.deactivate_locked()
+        old.drop_loaded_indexes()
+        self._segments.append(new)
+        self._base_offsets.append(new.base_offset)
+        self._visible_position = self._durable_position = 0
+        self._checkpoint_or_fail_locked()
+
+    def flush(self) -> None:
+        """fsync the active segment and its indexes and move the recovery point to the end."""
+        with self._lock:
+            self._check_writable_locked()
+            self._wait_no_flush_locked()
+            try:
+                self._flush_locked()
+            except OSError as exc:
+                self._fail_locked(exc)
+                raise LogFailedError(f"{self.directory}: flush failed: {exc}") from exc
+            self._checkpoint_or_fail_locked()
+
+    def _flush_locked(self) -> None:
+        active = self._segments[-1]
+        active.fsync_locked()
+        active.write_indexes_locked(final=False)
+        self._publish_locked(self._log_end_offset, active.size)
+
+    def _write_checkpoint_locked(self, *, clean_shutdown: bool) -> None:
+        """Persist the log start offset and the recovery point (the durable end)."""
+        active = self._segments[-1]
+        write_checkpoint(self._fs, self.directory, Checkpoint(
+            log_start_offset=self._log_start_offset, recovery_offset=self._durable_offset,
+            recovery_segment=active.base_offset, recovery_position=self._durable_position,
+            clean_shutdown=clean_shutdown))
+        self._last_checkpoint_ms = self._clock_ms()
+
+    def _checkpoint_or_fail_locked(self) -> None:
+        try:
+            self._write_checkpoint_locked(clean_shutdown=False)
+        except OSError as exc:
+            self._fail_locked(exc)
+            raise LogFailedError(f"{self.directory}: checkpoint failed: {exc}") from exc
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def read(self, offset: int, max_bytes: int) -> bytes:
+        """Whole batches from the one holding ``offset``, up to ``max_bytes`` (at least one
+        whole batch if any), continuing into the next segments while the budget lasts.
+        ``b""`` at the high watermark; raises :class:`OffsetOutOfRangeError` below the log
+        start offset or above the high watermark."""
+        data, following = self._read_segment(offset, max_bytes, first=True)
+        if following is None or len(data) >= max_bytes:
+            return data
+        parts = [data] if data else []
+        budget = max_bytes - len(data)
+        while following is not None and budget > 0:
+            data, following = self._read_segment(following, budget, first=not parts)
+            if data:
+                parts.append(data)
+                budget -= len(data)
+        return b"".join(parts)
+
+    def _read_segment(self, offset: int, max_bytes: int, *, first: bool) -> tuple[bytes, int | None]:
+        """Batches from one segment, and the offset to continue from in the next one (None
+        when the read is complete). ``first``: check the range; return at least one batch."""
+        with self._lock:
+            self._check_open_locked()
+            if first and (offset < self._log_start_offset or offset > self._high_watermark):
+                raise OffsetOutOfRangeError(offset, self._log_start_offset, self._high_watermark)
+            if offset >= self._high_watermark:
+                return b"", None
+            i = bisect_right(self._base_offsets, offset) - 1
+            view = self._pin_locked(max(i, 0))
+            following = self._base_offsets[i + 1] if i + 1 < len(self._segments) else None
+            if view.is_active:
+                hint, exact, floor = self._read_hints(view, offset, max_bytes)
+        try:
+            if not view.is_active:
+                hint, exact, floor = self._read_hints(view, offset, max_bytes)
+            segment, fd = view.segment, view.handle.fd
+            if exact:
+                start = hint  # a batch starts at this offset: no need to look for it
+            else:
+                batch = segment.find_batch(fd, offset, hint, view.end)
+                if batch is None:
+                    return b"", following
+                start = batch.position
+            end = segment.read_end(fd, start, max_bytes, view.end, floor, at_least_one=first)
+            if end <= start:
+                return b"", None
+            data = self._fs.pread(fd, end - start, start)
+            if len(data) < end - start:
+                data = _whole_batches(data)  # the segment was truncated meanwhile
+            return data, following if end == view.end else None
+        finally:
+            view.handle.release()
+
+    @staticmethod
+    def _read_hints(view: _View, offset: int, max_bytes: int) -> tuple[int, bool, int]:
+        """(position to search from, whether a batch starts exactly at ``offset`` there,
+        an indexed batch boundary <= position + max_bytes)."""
+        offset_index, _ = view.indexes()
+        relative_offset = offset - view.segment.base_offset
+        found, hint = offset_index.lookup_entry(relative_offset)
+        return hint, found == relative_offset, offset_index.floor_position(hint + max_bytes)
+
+    def _pin_locked(self, i: int) -> _View:
+        segment = self._segments[i]
+        if i == len(self._segments) - 1:
+            handle = segment.write_handle
+            assert handle is not None and handle.acquire()
+            return _View(segment, handle, self._visible_position, True,
+                         segment._offset_index, segment._time_index)
+        # Keep the indexes of only a few older segments loaded: memory stays bounded
+        # however much of the log is read.
+        self._loaded_older[segment.base_offset] = segment
+        self._loaded_older.move_to_end(segment.base_offset)
+        while len(self._loaded_older) > _LOADED_INDEXES_PER_LOG:
+            self._loaded_older.popitem(last=False)[1].drop_loaded_indexes()
+        return _View(segment, self._handles.acquire(segment.log_path, self._fs), segment.size, False)
+
+    def _check_open_locked(self) -> None:
+        if self._closed:
+            raise LogClosedError(f"{self.directory} is closed")
+
+    def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first visible record with timestamp >= ``timestamp_ms``
+        at or after the log start offset, or None."""
+        with self._lock:
+            self._check_open_locked()
+            candidates = [s for s in self._segments if s.max_timestamp_ms >= timestamp_ms]
+        for segment in candidates:
+            with self._lock:
+                self._check_open_locked()
+                if segment.deleted:
+                    continue
+                view = self._pin_locked(self._segments.index(segment))
+                log_start, high_watermark = self._log_start_offset, self._high_watermark
+                if view.is_active:
+                    position = self._time_hint(view, timestamp_ms)
+            try:
+                if not view.is_active:
+                    position = self._time_hint(view, timestamp_ms)
+                found = self._scan_for_timestamp(view, position, timestamp_ms, log_start, high_watermark)
+            finally:
+                view.handle.release()
+            if found is not None:
+                return found
+        return None
+
+    @staticmethod
+    def _time_hint(view: _View, timestamp_ms: int) -> int:
+        offset_index, time_index = view.indexes()
+        relative_offset = time_index.lookup_below(timestamp_ms)
+        return 0 if relative_offset is None else offset_index.lookup(relative_offset)
+
+    def _scan_for_timestamp(self, view: _View, position: int, timestamp_ms: int,
+                            log_start: int, high_watermark: int) -> tuple[int, int] | None:
+        fd = view.handle.fd
+        for batch in walk_batches(self._fs, fd, position, view.end, verify=False):
+            if batch.max_timestamp_ms < timestamp_ms or batch.next_offset <= log_start:
+                continue
+            data = self._fs.pread(fd, batch.size, batch.position)
+            _, records = codec.decode_batch(data)
+            for record in records:
+                if record.timestamp_ms >= timestamp_ms and log_start <= record.offset < high_watermark:
+                    return record.offset, record.timestamp_ms
+        return None
+
+    def wait_for_data(self, offset: int, timeout_s: float) -> bool:
+        """Block until the high watermark is > ``offset`` (True) or the timeout (False)."""
+        with self._changed:
+            return self._changed.wait_for(
+                lambda: self._high_watermark > offset or self._closed, timeout_s
+            ) and self._high_watermark > offset
+
+    # -- deleting and truncating -----------------------------------------------------------
+
+    def delete_records_before(self, offset: int) -> int:
+        """Move the log start offset up to ``offset`` (<= high watermark), persisted in the
+        checkpoint, and delete the segments wholly below it. Returns the log start offset."""
+        with self._lock:
+            self._check_writable_locked()
+            if offset > self._high_watermark:
+                raise OffsetOutOfRangeError(offset, self._log_start_offset, self._high_watermark)
+            if offset <= self._log_start_offset:
+                return self._log_start_offset
+            self._log_start_offset = offset
+            self._checkpoint_or_fail_locked()
+            self._delete_leading_locked(lambda segment: segment.next_offset <= offset)
+            return self._log_start_offset
+
+    def delete_oldest_segments(self, predicate: Callable[[SegmentInfo], bool]) -> int:
+        """Delete older segments from the oldest while ``predicate(info)`` holds (never the
+        active one; call ``roll()`` first to include it). Moves the log start offset to the
+        first remaining segment. Returns how many segments were deleted. For retention."""
+        with self._lock:
+            self._check_writable_locked()
+            deleted = self._delete_leading_locked(
+                lambda segment: predicate(self._segment_info_locked(segment)), advance_start=True)
+            return deleted
+
+    def replace_segments(self, old: Sequence[SegmentInfo], cleaned: CleanedSegment) -> bool:
+        """Swap the closed segments ``old`` (consecutive, as snapshotted by ``segments()``)
+        for the cleaned segment written to ``cleaned``'s ``.cleaned`` files; for the log
+        cleaner. Crash-safe: see :mod:`logd.storage.swap` for the steps and their recovery.
+
+        Returns False, deleting the cleaned files, when the log changed meanwhile (one of
+        ``old`` was deleted, truncated or replaced, or became active). A failure after the
+        commit point fails the log (reopening it finishes the swap) and raises
+        :class:`LogFailedError`. Readers that pinned an old segment keep reading it.
+        """
+        with self._lock:
+            self._check_writable_locked()
+            i = self._run_index_locked(old, cleaned)
+            if i < 0:
+                discard_cleaned(self._fs, self.directory, cleaned.base_offset, cleaned.end_offset)
+                return False
+            doomed = self._segments[i:i + len(old)]
+            for segment in doomed:
+                # Load the indexes a reader pinning this segment may still need: after the
+                # swap, "<base>.index" names the cleaned segment's index, not this one's.
+                handle = self._handles.acquire(segment.log_path, self._fs)
+                try:
+                    segment.indexes(handle.fd)
+                finally:
+                    handle.release()
+                self._handles.discard(segment.log_path)
+            try:
+                commit_swap(self._fs, self.directory, doomed, cleaned)
+            except Exception as exc:
+                self._fail_locked(exc)
+                raise LogFailedError(f"{self.directory}: segment swap failed: {exc}") from exc
+            new = Segment(self._fs, self.directory, cleaned.base_offset, self._config.index_interval_bytes,
+                          cleaned.created_ms)
+            new.size, new.next_offset = cleaned.size_bytes, cleaned.end_offset
+            new.max_timestamp_ms = cleaned.max_timestamp_ms
+            self._segments[i:i + len(old)] = [new]
+            self._base_offsets[i:i + len(old)] = [new.base_offset]
+            self._size_bytes += new.size - sum(segment.size for segment in doomed)
+            return True
+
+    def _run_index_locked(self, old: Sequence[SegmentInfo], cleaned: CleanedSegment) -> int:
+        """Where the run ``old`` starts in ``_segments``, or -1 if it is not there as
+        snapshotted, is not followed by another segment, or does not match ``cleaned``."""
+        if not old or cleaned.base_offset != old[0].base_offset or cleaned.end_offset != old[-1].next_offset:
+            return -1
+        i = bisect_right(self._base_offsets, old[0].base_offset) - 1
+        if i < 0 or i + len(old) >= len(self._segments):
+            return -1
+        current = [self._segment_info_locked(segment) for segment in self._segments[i:i + len(old)]]
+        return i if current == list(old) else -1
+
+    def _delete_leading_locked(self, should_delete: Callable[[Segment], bool], advance_start: bool = False) -> int:
+        count = 0
+        while count < len(self._segments) - 1 and should_delete(self._segments[count]):
+            count += 1
+        if not count:
+            return 0
+        doomed = self._segments[:count]
+        del self._segments[:count]
+        del self._base_offsets[:count]
+        if advance_start and self._segments[0].base_offset > self._log_start_offset:
+            self._log_start_offset = self._segments[0].base_offset
+            self._checkpoint_or_fail_locked()
+        for segment in doomed:
+            self._size_bytes -= segment.size
+            self._handles.discard(segment.log_path)
+            try:
+                segment.delete_files_locked()
+            except OSError as exc:
+                logger.warning("%s: could not delete: %s", segment.log_path, exc)
+        try:
+            self._fs.fsync_dir(self.directory)
+        except OSError as exc:
+            self._fail_locked(exc)
+            raise LogFailedError(f"{self.directory}: directory fsync failed: {exc}") from exc
+        return count
+
+    def truncate_to(self, offset: int) -> None:
+        """Remove every batch whose last offset is >= ``offset`` (a batch is never split, so
+        the log end offset becomes <= ``offset``). Below the log start offset the log is
+        emptied and restarts at ``offset``. No-op at or beyond the log end."""
+        with self._lock:
+            self._check_writable_locked()
+            self._wait_no_flush_locked()
+            if offset >= self._log_end_offset:
+                return
+            try:
+                if offset < self._log_start_offset or offset <= self._segments[0].base_offset:
+                    self._truncate_fully_locked(max(offset, 0) if offset < self._log_start_offset
+                                                else self._segments[0].base_offset)
+                else:
+                    self._truncate_within_locked(offset)
+            except OSError as exc:
+                self._fail_locked(exc)
+                raise LogFailedError(f"{self.directory}: truncation failed: {exc}") from exc
+            # A batch straddling the log start offset may have gone with the truncation.
+            self._log_start_offset = min(self._log_start_offset, self._log_end_offset)
+            active = self._segments[-1]
+            self._durable_offset = self._high_watermark = self._log_end_offset
+            self._visible_position = self._durable_position = active.size
+            self._checkpoint_or_fail_locked()
+            self._changed.notify_all()
+
+    def _truncate_within_locked(self, offset: int) -> None:
+        i = bisect_right(self._base_offsets, offset) - 1
+        for segment in self._segments[i + 1:]:
+            self._size_bytes -= segment.size
+            self._handles.discard(segment.log_path)
+            segment.delete_files_locked()
+        del self._segments[i + 1:]
+        del self._base_offsets[i + 1:]
+        segment = self._segments[i]
+        if segment.write_handle is None:
+            self._handles.discard(segment.log_path)
+            segment.open_for_append_locked(create=False)
+        assert segment.write_handle is not None
+        fd = segment.write_handle.fd
+        offset_index, _ = segment.indexes(fd)
+        batch = segment.find_batch(fd, offset, offset_index.lookup(offset - segment.base_offset), segment.size)
+        old_size = segment.size
+        if batch is None:
+            segment.truncate_locked(segment.size, segment.next_offset)
+        else:
+            segment.truncate_locked(batch.position, batch.base_offset)
+        segment.fsync_locked()
+        segment.write_indexes_locked(final=False)
+        self._fs.fsync_dir(self.directory)
+        self._size_bytes -= old_size - segment.size
+        self._log_end_offset = segment.next_offset
+
+    def _truncate_fully_locked(self, new_start: int) -> None:
+        for segment in self._segments:
+            self._handles.discard(segment.log_path)
+            segment.delete_files_locked()
+        self._fs.fsync_dir(self.directory)
+        segment = Segment(self._fs, self.directory, new_start, self._config.index_interval_bytes, self._clock_ms())
+        segment.open_for_append_locked(create=True)
+        self._fs.fsync_dir(self.directory)
+        self._segments, self._base_offsets = [segment], [new_start]
+        self._size_bytes = 0
+        self._log_start_offset = self._log_end_offset = new_start
+
+    def __repr__(self) -> str:
+        return (f"PartitionLog({self.directory}, start={self._log_start_offset}, "
+                f"end={self._log_end_offset}, hw={self._high_watermark})")
+
+
+def _whole_batches(data: bytes) -> bytes:
+    """The prefix of ``data`` made of whole batches."""
+    end = 0
+    while len(data) - end >= codec.LOG_OVERHEAD:
+        size = codec.batch_size_at(data, end)
+        if size < codec.HEADER_SIZE or end + size > len(data):
+            break
+        end += size
+    return data[:end]
+
+
+__all__ = ["PartitionLog", "parse_batches", "wall_clock_ms", "StorageError"]
