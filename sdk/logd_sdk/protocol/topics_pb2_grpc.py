@@ -103,7 +103,8 @@ class TopicServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreatePartitions(self, request, context):
-        """Grows the topic to total partitions; shrinking is INVALID_ARGUMENT.
+        """Grows the topic to total partitions (at most 1024); a total not larger than the
+        current count is INVALID_ARGUMENT / INVALID_CONFIG.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
