@@ -177,3 +177,45 @@ def test_wait_for_data_wakes_on_append(tmp_path):
     waiter.join(timeout=30)
     assert woke == [True]
     log.close()
+
+
+
+class PausingReads(FaultyFileSystem):
+    """After ``arm()``, the next pread blocks until ``release`` is set (a read in flight)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = False
+        self.paused = threading.Event()
+        self.release = threading.Event()
+
+    def pread(self, fd: int, size: int, position: int) -> bytes:
+        if self.armed:
+            self.armed = False
+            self.paused.set()
+            assert self.release.wait(30)
+        return super().pread(fd, size, position)
+
+
+def test_a_read_racing_a_truncation_is_retried(tmp_path):
+    """A read whose file positions were computed before a truncation and re-appends moved
+    the batches does not return misaligned bytes: it reads again."""
+    fs = PausingReads()
+    log = PartitionLog.open(tmp_path / "t-0", LogConfig(segment_bytes=1 << 20, index_interval_bytes=1), fs=fs)
+    for _ in range(10):
+        log.append(make_batch(0, 2, size=10))
+    result: list[bytes] = []
+    fs.armed = True
+    reader = threading.Thread(target=lambda: result.append(log.read(10, 1 << 20)))
+    reader.start()
+    assert fs.paused.wait(30)
+    log.truncate_to(2)
+    while log.log_end_offset <= 12:
+        log.append(make_batch(0, 3, size=37))
+    fs.release.set()
+    reader.join(timeout=30)
+    batches = list(codec.iter_batches(result[0]))  # raises on misaligned bytes
+    assert sum(h.size for _, h in batches) == len(result[0])
+    assert batches[0][1].base_offset <= 10 <= batches[0][1].last_offset
+    assert [r.offset for r in read_all(log)] == list(range(log.log_end_offset))
+    log.close()
