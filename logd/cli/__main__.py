@@ -1,0 +1,5 @@
+"""``python -m logd.cli``: the same as the ``logd`` console script."""
+
+from logd.cli import app
+
+app()

@@ -1,0 +1,269 @@
+"""The record accumulator: per-partition batches waiting for the sender.
+
+Layout: ``topic -> [deque of ProducerBatch per partition]``. The last batch of a deque is
+the open one while ``closed`` is False; records are framed (codec's record format,
+uncompressed) into its ``parts`` list as they arrive, so closing a batch is a join plus
+compression, done by the sender outside the lock.
+
+A batch closes when the next record would push it past its byte limit (``batch_size``,
+capped by the topic's ``max.message.bytes``), or when the sender drains it: after
+``linger_ms``, or at once while someone flushes, closes or waits for buffer memory.
+
+Back-pressure: ``buffered_bytes`` counts the framed bytes of every record not yet
+resolved; ``append`` waits on ``memory_freed`` while that would exceed ``buffer_memory``,
+up to ``max_block_ms``, then raises :class:`LogdTimeoutError` (as Kafka's producer).
+
+Thread safety: one lock (``self.lock``) guards everything here, and the sender takes the
+same lock; there is no other lock in the producer, so no lock order to keep. Methods that
+need the caller to hold it end in ``_locked``.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+from collections import deque
+from typing import Sequence
+
+from logd_sdk import codec
+from logd_sdk._errors import IllegalStateError, LogdTimeoutError, RecordTooLargeError
+from logd_sdk._future import BatchResult, FutureRecordMetadata
+
+_pack_record = struct.Struct("<IiiiH").pack
+_pack_u16 = struct.Struct("<H").pack
+_pack_i32 = struct.Struct("<i").pack
+RECORD_OVERHEAD = 18  # fixed part of a framed record (codec: offset_delta .. headers_count)
+_I32_MIN, _I32_MAX = -(2**31), 2**31 - 1
+
+
+class ProducerBatch:
+    """Records for one partition, framed but not yet compressed; owned by the accumulator
+    until drained, then by the sender until resolved."""
+
+    __slots__ = ("topic", "partition", "parts", "count", "size", "first_timestamp", "max_timestamp",
+                 "created", "closed", "result", "attempts", "retry_at", "deadline", "encoded")
+
+    def __init__(self, topic: str, partition: int, timestamp_ms: int, now: float, delivery_timeout_s: float) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.parts: list[bytes] = []
+        self.count = 0
+        self.size = 0  # framed (uncompressed) record bytes
+        self.first_timestamp = timestamp_ms
+        self.max_timestamp = timestamp_ms
+        self.created = now
+        self.closed = False
+        self.result = BatchResult(topic, partition)
+        self.attempts = 0
+        self.retry_at = 0.0
+        self.deadline = now + delivery_timeout_s
+        self.encoded: bytes | None = None  # the batch bytes, built once (kept for retries)
+
+    def encode(self, codec_id: int, producer_id: int, producer_epoch: int, base_sequence: int) -> bytes:
+        """The batch bytes (header + compressed records); built on first call."""
+        if self.encoded is None:
+            self.encoded = codec.build_batch(
+                b"".join(self.parts), self.count, last_offset_delta=self.count - 1,
+                first_timestamp=self.first_timestamp, max_timestamp=self.max_timestamp, codec=codec_id,
+                producer_id=producer_id, producer_epoch=producer_epoch, base_sequence=base_sequence,
+            )
+            self.parts = []
+        return self.encoded
+
+
+def framed_size(key: bytes | None, value: bytes | None, headers: Sequence[tuple[bytes, bytes | None]] | None) -> int:
+    """Bytes of a record in the codec's framing (headers given with UTF-8 encoded keys)."""
+    size = RECORD_OVERHEAD + (len(key) if key is not None else 0) + (len(value) if value is not None else 0)
+    if headers:
+        for header_key, header_value in headers:
+            size += 6 + len(header_key) + (len(header_value) if header_value is not None else 0)
+    return size
+
+
+class RecordAccumulator:
+    """Per-partition batches and the buffer-memory budget (see the module docstring)."""
+
+    def __init__(self, *, batch_size: int, linger_ms: float, buffer_memory: int, max_block_ms: int,
+                 delivery_timeout_ms: int) -> None:
+        self.lock = threading.Lock()
+        self.sender_wakeup = threading.Condition(self.lock)
+        self.memory_freed = threading.Condition(self.lock)
+        self.batch_size = batch_size
+        self.linger_s = linger_ms / 1000.0
+        self.buffer_memory = buffer_memory
+        self.max_block_s = max_block_ms / 1000.0
+        self.delivery_timeout_s = delivery_timeout_ms / 1000.0
+        self.buffered_bytes = 0
+        self.flushing = 0
+        self.closed = False
+        self.memory_waiters = 0
+        # Set (without the lock: a hint) when a batch fills up; Producer.send then sends it.
+        self.batch_filled = False
+        self.queues: dict[str, list[deque[ProducerBatch]]] = {}
+        self.incomplete: dict[int, BatchResult] = {}  # id -> result of every unresolved batch
+
+    # -- the user's side ------------------------------------------------------------------
+
+    def append(self, topic: str, partition: int, partitions: int, timestamp_ms: int, key: bytes | None,
+               value: bytes | None, headers: list[tuple[bytes, bytes | None]] | None, size: int,
+               batch_limit: int) -> FutureRecordMetadata:
+        """Frame one record into the partition's open batch; ``size`` is its framed size."""
+        with self.lock:
+            if self.closed:
+                raise IllegalStateError("the producer is closed")
+            if self.buffered_bytes + size > self.buffer_memory:
+                self._wait_for_memory_locked(size)
+            queues = self.queues.get(topic)
+            if queues is None or len(queues) <= partition:
+                queues = self._grow_locked(topic, max(partitions, partition + 1))
+            queue = queues[partition]
+            batch = queue[-1] if queue else None
+            if batch is None or batch.closed or (batch.count and batch.size + size > batch_limit) \
+                    or not _I32_MIN <= timestamp_ms - batch.first_timestamp <= _I32_MAX:
+                batch = self._new_batch_locked(queue, batch, topic, partition, timestamp_ms)
+            index = batch.count
+            parts = batch.parts
+            if headers:
+                parts.append(_pack_record(index, timestamp_ms - batch.first_timestamp,
+                                          -1 if key is None else len(key), -1 if value is None else len(value),
+                                          len(headers)))
+                if key is not None:
+                    parts.append(key)
+                if value is not None:
+                    parts.append(value)
+                for header_key, header_value in headers:
+                    parts.append(_pack_u16(len(header_key)))
+                    parts.append(header_key)
+                    if header_value is None:
+                        parts.append(_pack_i32(-1))
+                    else:
+                        parts.append(_pack_i32(len(header_value)))
+                        parts.append(header_value)
+            elif key is None:
+                if value is None:
+                    parts.append(_pack_record(index, timestamp_ms - batch.first_timestamp, -1, -1, 0))
+                else:
+                    parts.append(_pack_record(index, timestamp_ms - batch.first_timestamp, -1, len(value), 0))
+                    parts.append(value)
+            elif value is None:
+                parts.append(_pack_record(index, timestamp_ms - batch.first_timestamp, len(key), -1, 0))
+                parts.append(key)
+            else:
+                parts.append(_pack_record(index, timestamp_ms - batch.first_timestamp, len(key), len(value), 0))
+                parts.append(key)
+                parts.append(value)
+            batch.count = index + 1
+            batch.size += size
+            if timestamp_ms > batch.max_timestamp:
+                batch.max_timestamp = timestamp_ms
+            self.buffered_bytes += size
+            if batch.size >= batch_limit:
+                batch.closed = True
+                self.batch_filled = True
+                self.sender_wakeup.notify()
+            return FutureRecordMetadata(batch.result, index, timestamp_ms)
+
+    def _new_batch_locked(self, queue: deque[ProducerBatch], previous: ProducerBatch | None, topic: str,
+                          partition: int, timestamp_ms: int) -> ProducerBatch:
+        if previous is not None and not previous.closed:
+            previous.closed = True
+            self.batch_filled = True
+        batch = ProducerBatch(topic, partition, timestamp_ms, time.monotonic(), self.delivery_timeout_s)
+        queue.append(batch)
+        self.incomplete[id(batch.result)] = batch.result
+        # The sender sleeps until the oldest open batch's linger ends; a new batch may be it.
+        self.sender_wakeup.notify()
+        return batch
+
+    def _grow_locked(self, topic: str, partitions: int) -> list[deque[ProducerBatch]]:
+        queues = self.queues.setdefault(topic, [])
+        while len(queues) < partitions:
+            queues.append(deque())
+        return queues
+
+    def _wait_for_memory_locked(self, size: int) -> None:
+        if size > self.buffer_memory:
+            raise RecordTooLargeError(
+                f"the record is {size} bytes, more than the producer's buffer_memory ({self.buffer_memory})")
+        deadline = time.monotonic() + self.max_block_s
+        self.memory_waiters += 1
+        self.sender_wakeup.notify()  # drain everything now: someone is blocked on memory
+        try:
+            while self.buffered_bytes + size > self.buffer_memory:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise LogdTimeoutError(
+                        f"send blocked {self.max_block_s * 1000:.0f} ms (max_block_ms) waiting for buffer "
+                        f"memory: {self.buffered_bytes} of {self.buffer_memory} bytes are unacknowledged; "
+                        "is the broker reachable?")
+                self.memory_freed.wait(remaining)
+                if self.closed:
+                    raise IllegalStateError("the producer is closed")
+        finally:
+            self.memory_waiters -= 1
+
+    # -- the sender's side ----------------------------------------------------------------
+
+    def drain_locked(self, now: float, muted: set[tuple[str, int]], max_request_size: int
+                     ) -> tuple[list[ProducerBatch], float | None]:
+        """Take the batches that are ready, up to ``max_request_size`` framed bytes.
+
+        Skips muted partitions (one request in flight per partition keeps order). Returns
+        the batches, oldest first per partition, and the monotonic time at which the next
+        not-yet-ready batch becomes ready (None: nothing waits).
+        """
+        urgent = self.flushing > 0 or self.closed or self.memory_waiters > 0
+        linger_s = self.linger_s
+        drained: list[ProducerBatch] = []
+        total = 0
+        next_ready: float | None = None
+        for topic, queues in self.queues.items():
+            for partition, queue in enumerate(queues):
+                if not queue or (topic, partition) in muted:
+                    continue
+                while queue and total < max_request_size:
+                    batch = queue[0]
+                    ready_at = batch.retry_at if batch.attempts else batch.created + linger_s
+                    if batch.attempts and ready_at > now:
+                        break
+                    if not (batch.closed or urgent or ready_at <= now or len(queue) > 1):
+                        break
+                    queue.popleft()
+                    batch.closed = True
+                    drained.append(batch)
+                    total += batch.size
+                if queue:
+                    first = queue[0]
+                    ready_at = first.retry_at if first.attempts else first.created + linger_s
+                    if next_ready is None or ready_at < next_ready:
+                        next_ready = ready_at
+                if total >= max_request_size:
+                    return drained, now
+        return drained, next_ready
+
+    def requeue_locked(self, batches: list[ProducerBatch], retry_at: float) -> None:
+        """Put batches back at the front of their partitions (in order) for a retry."""
+        for batch in reversed(batches):
+            batch.attempts += 1
+            batch.retry_at = retry_at
+            self.queues[batch.topic][batch.partition].appendleft(batch)
+        self.sender_wakeup.notify()
+
+    def release_locked(self, batches: list[ProducerBatch]) -> None:
+        """Batches are resolved: free their memory and forget them."""
+        for batch in batches:
+            self.buffered_bytes -= batch.size
+            self.incomplete.pop(id(batch.result), None)
+        self.memory_freed.notify_all()
+
+    def has_unsent_locked(self) -> bool:
+        return any(queue for queues in self.queues.values() for queue in queues)
+
+    def abort_unsent_locked(self) -> list[ProducerBatch]:
+        """Remove every batch not yet handed to the sender (at close without waiting)."""
+        aborted = [batch for queues in self.queues.values() for queue in queues for batch in queue]
+        for queues in self.queues.values():
+            for queue in queues:
+                queue.clear()
+        return aborted

@@ -1,0 +1,33 @@
+"""Fixtures of the end-to-end tests: a real ``logd serve`` subprocess per test module.
+
+See ``e2e_broker.BrokerProcess``: started as ``python -m logd.cli serve`` on a free port
+with a temp data dir, ready when grpc.health.v1 reports SERVING, stopped by PID.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from e2e_broker import BrokerProcess
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    """A broker for the whole test module."""
+    root = tmp_path_factory.mktemp("broker")
+    process = BrokerProcess(root / "data", root / "broker.log").start()
+    try:
+        yield process
+    finally:
+        process.stop()
+        process.kill()
+
+
+@pytest.fixture
+def topic(request) -> str:
+    """A topic name unique to the test (not created)."""
+    name = re.sub(r"[^a-zA-Z0-9._-]", "-", request.node.name)[:200]
+    return f"{name}-{time.monotonic_ns() % 10**9}"

@@ -1,0 +1,249 @@
+"""Producer and Consumer against a real broker: partitioning, order, replay, errors."""
+
+import threading
+import time
+
+import mmh3
+import pytest
+
+from logd_sdk import (
+    Admin,
+    Consumer,
+    NotAssignedError,
+    OffsetOutOfRangeError,
+    PartitionNotFoundError,
+    Producer,
+    Record,
+    RecordMetadata,
+    RecordTooLargeError,
+    TopicNotFoundError,
+    TopicPartition,
+)
+
+
+@pytest.fixture(scope="module")
+def admin(broker):
+    with Admin(broker.address) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def producer(broker):
+    with Producer(broker.address, linger_ms=2) as client:
+        yield client
+
+
+def consume_all(address, partitions, expected, timeout_s=20.0, **kwargs):
+    """Poll until ``expected`` records arrived (or the deadline passes)."""
+    records = []
+    with Consumer(address, auto_offset_reset="earliest", **kwargs) as consumer:
+        consumer.assign(partitions)
+        deadline = time.monotonic() + timeout_s
+        while len(records) < expected and time.monotonic() < deadline:
+            records.extend(consumer.poll(timeout_ms=200))
+    return records
+
+
+def test_keyed_records_follow_the_formula_and_keep_per_key_order(broker, admin, producer, topic):
+    """Each key lands on mmh3(key) % n and its records are consumed in send order."""
+    admin.create_topic(topic, partitions=5)
+    keys = [b"user-%d" % i for i in range(50)]
+    futures = [(key, seq, producer.send(topic, value=b"%d" % seq, key=key))
+               for seq in range(40) for key in keys]
+    producer.flush()
+    for key, _, future in futures:
+        assert future.result().partition == mmh3.hash(key, seed=0, signed=False) % 5
+    records = consume_all(broker.address, [TopicPartition(topic, p) for p in range(5)], len(futures))
+    assert len(records) == len(futures)
+    by_key = {}
+    for record in records:
+        assert record.partition == mmh3.hash(record.key, seed=0, signed=False) % 5
+        by_key.setdefault(record.key, []).append(int(record.value))
+    assert all(seqs == list(range(40)) for seqs in by_key.values())
+
+
+def test_keyless_records_spread_and_explicit_partition_wins(broker, admin, topic):
+    """Keyless records use every partition over time; partition= overrides the key."""
+    admin.create_topic(topic, partitions=3)
+    with Producer(broker.address, batch_size=1024, linger_ms=0) as producer:
+        futures = [producer.send(topic, value=b"x" * 100) for _ in range(600)]
+        pinned = producer.send(topic, value=b"v", key=b"k", partition=2)
+        producer.flush()
+    assert {f.result().partition for f in futures} == {0, 1, 2}
+    assert pinned.result().partition == 2
+
+
+def test_metadata_offsets_and_record_contents_round_trip(broker, admin, producer, topic):
+    """RecordMetadata offsets are consecutive; consumed Records carry key, value, headers."""
+    admin.create_topic(topic)
+    sent = [
+        producer.send(topic, value=b"a", key=b"k1", headers={"trace": b"1"}),
+        producer.send(topic, value=None, key=b"k1"),  # a tombstone
+        producer.send(topic, value=b"c", headers=[("h", b"1"), ("h", b"2"), ("n", None)]),
+        producer.send(topic, value=b"d", timestamp_ms=1234),
+    ]
+    metadata = [f.result(timeout=10) for f in sent]
+    assert all(isinstance(m, RecordMetadata) and m.topic == topic and m.partition == 0 for m in metadata)
+    assert [m.offset for m in metadata] == [0, 1, 2, 3]
+    assert metadata[3].timestamp_ms == 1234
+    records = consume_all(broker.address, [TopicPartition(topic, 0)], 4)
+    assert [(r.offset, r.key, r.value, r.headers) for r in records] == [
+        (0, b"k1", b"a", [("trace", b"1")]), (1, b"k1", None, []),
+        (2, None, b"c", [("h", b"1"), ("h", b"2"), ("n", None)]), (3, None, b"d", [])]
+    assert all(type(r) is Record for r in records) and records[3].timestamp_ms == 1234
+
+
+def test_replay_from_an_offset_and_from_a_time(broker, admin, producer, topic):
+    """seek() and offsets_for_times() replay a partition from any offset or time."""
+    admin.create_topic(topic)
+    for i in range(30):
+        producer.send(topic, value=b"%d" % i, timestamp_ms=10_000 + i * 100)
+    producer.flush()
+    tp = TopicPartition(topic, 0)
+    with Consumer(broker.address, auto_offset_reset="earliest") as consumer:
+        consumer.assign([tp])
+        consumer.seek(tp, 17)
+        assert consumer.position(tp) == 17
+        got = []
+        deadline = time.monotonic() + 10
+        while len(got) < 13 and time.monotonic() < deadline:
+            got.extend(consumer.poll(timeout_ms=200))
+        assert [r.offset for r in got] == list(range(17, 30))
+        assert consumer.position(tp) == 30
+        found = consumer.offsets_for_times({tp: 10_000 + 2_050})
+        assert found == {tp: 21}
+        assert consumer.offsets_for_times({tp: 99_999_999}) == {tp: None}
+        consumer.seek(tp, found[tp])
+        assert [r.value for r in consumer.poll(timeout_ms=5000, max_records=2)] == [b"21", b"22"]
+        consumer.seek_to_beginning()
+        assert consumer.poll(timeout_ms=5000, max_records=1)[0].offset == 0
+        consumer.seek_to_end()
+        assert consumer.position(tp) == 30 and consumer.poll(timeout_ms=100) == []
+        assert consumer.beginning_offsets([tp]) == {tp: 0} and consumer.end_offsets([tp]) == {tp: 30}
+
+
+def test_latest_consumer_sees_new_records_quickly(broker, admin, producer, topic):
+    """A tailing consumer (auto_offset_reset=latest) gets a record within ms of its ack."""
+    admin.create_topic(topic)
+    producer.send(topic, value=b"before").result(timeout=10)
+    tp = TopicPartition(topic, 0)
+    with Consumer(broker.address) as consumer:
+        consumer.assign([tp])
+        assert consumer.position(tp) == 1
+        assert consumer.poll(timeout_ms=200) == []
+        producer.send(topic, value=b"after").result(timeout=10)
+        acked = time.monotonic()
+        records = consumer.poll(timeout_ms=5000)
+        latency_s = time.monotonic() - acked
+    assert [r.value for r in records] == [b"after"]
+    assert latency_s < 0.5
+
+
+def test_iteration_and_polling_from_another_thread(broker, admin, producer, topic):
+    """`for record in consumer` yields records produced concurrently; close ends it."""
+    admin.create_topic(topic, partitions=2)
+    consumer = Consumer(broker.address, auto_offset_reset="earliest")
+    consumer.assign([TopicPartition(topic, 0), TopicPartition(topic, 1)])
+    seen = []
+    finished = threading.Event()
+
+    def reader():
+        for record in consumer:
+            seen.append(record.value)
+            if len(seen) == 200:
+                break
+        finished.set()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    for i in range(200):
+        producer.send(topic, value=b"%d" % i)
+    producer.flush()
+    assert finished.wait(20)
+    thread.join(5)
+    consumer.close()
+    assert sorted(int(v) for v in seen) == list(range(200))
+
+
+def test_offset_out_of_range_policies(broker, admin, producer, topic):
+    """auto_offset_reset none raises OffsetOutOfRangeError; earliest moves to the log start."""
+    admin.create_topic(topic, config={"segment.bytes": "1024"})
+    for i in range(50):
+        producer.send(topic, value=b"%02d" % i)
+    producer.flush()
+    tp = TopicPartition(topic, 0)
+    admin.delete_records({tp: 20})
+    with Consumer(broker.address, auto_offset_reset="none") as consumer:
+        consumer.assign([tp])
+        with pytest.raises(OffsetOutOfRangeError):
+            consumer.poll(timeout_ms=1000)  # no position at all
+        consumer.seek(tp, 5)
+        deadline = time.monotonic() + 10
+        with pytest.raises(OffsetOutOfRangeError):
+            while time.monotonic() < deadline:
+                consumer.poll(timeout_ms=200)
+        consumer.seek(tp, 45)
+        assert [r.offset for r in consumer.poll(timeout_ms=5000)] == [45, 46, 47, 48, 49]
+    with Consumer(broker.address, auto_offset_reset="earliest") as consumer:
+        consumer.assign([tp])
+        consumer.seek(tp, 5)
+        records = consumer.poll(timeout_ms=5000, max_records=1)
+        assert records[0].offset == 20
+        consumer.seek(tp, 10_000)
+        assert consumer.poll(timeout_ms=5000, max_records=1)[0].offset == 20
+
+
+def test_producer_refusals(broker, admin, producer, topic):
+    """Missing topics, partitions and oversized records are refused with typed errors."""
+    admin.create_topic(topic, partitions=2, config={"max.message.bytes": "2048"})
+    with pytest.raises(TopicNotFoundError):
+        producer.send(topic + "-missing", value=b"x")
+    with pytest.raises(PartitionNotFoundError):
+        producer.send(topic, value=b"x", partition=2)
+    with pytest.raises(RecordTooLargeError):
+        producer.send(topic, value=b"x" * 5000)
+    with pytest.raises(TypeError):
+        producer.send(topic, value="text")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        producer.send(topic, value=b"v", key="text")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        producer.send(topic, value=b"v", headers={1: b"x"})  # type: ignore[dict-item]
+    with pytest.raises(TypeError):
+        producer.send(topic, value=b"v", headers=[("k", "text")])  # type: ignore[list-item]
+    # Many small records batch up past max.message.bytes only as separate batches.
+    futures = [producer.send(topic, value=b"y" * 500, partition=0) for _ in range(20)]
+    assert [f.result(timeout=10).offset for f in futures] == list(range(20))
+
+
+def test_records_to_a_topic_deleted_meanwhile_fail_with_topic_not_found(broker, admin, topic):
+    """A batch for a topic deleted after its metadata was cached fails its futures."""
+    admin.create_topic(topic)
+    with Producer(broker.address, linger_ms=0) as producer:
+        producer.send(topic, value=b"a").result(timeout=10)
+        admin.delete_topic(topic)
+        with pytest.raises(TopicNotFoundError):
+            producer.send(topic, value=b"b").result(timeout=10)
+        with pytest.raises(TopicNotFoundError):  # the cache was dropped: refused at send
+            producer.send(topic, value=b"c")
+
+
+def test_consumer_refusals(broker, admin, topic):
+    """Bad seeks fail at once; polling a missing topic raises TopicNotFoundError."""
+    admin.create_topic(topic)
+    tp = TopicPartition(topic, 0)
+    with Consumer(broker.address) as consumer:
+        with pytest.raises(NotAssignedError):
+            consumer.poll(timeout_ms=10)
+        consumer.assign([tp])
+        with pytest.raises(ValueError):
+            consumer.seek(tp, -1)
+        with pytest.raises(NotAssignedError):
+            consumer.seek(TopicPartition(topic, 1), 0)
+        with pytest.raises(NotAssignedError):
+            consumer.position(TopicPartition("other", 0))
+        consumer.assign([TopicPartition(topic + "-missing", 0)])
+        with pytest.raises(TopicNotFoundError):
+            consumer.poll(timeout_ms=5000)
+    with pytest.raises(ValueError):
+        Consumer(broker.address, auto_offset_reset="sometimes")
+    assert admin.describe_topic(topic).name == topic  # still serving
