@@ -71,6 +71,10 @@ class GroupServicer(groups_pb2_grpc.GroupServiceServicer):
             owned_partitions=[_tp(p) for p in request.owned_partitions],
             session_timeout_ms=request.session_timeout_ms,
         )
+        if request.member_epoch in (0, -1, -2):  # membership changes; plain heartbeats stay quiet
+            what = "joined" if request.member_epoch == 0 else "left"
+            log.info("member %s %s group %s (epoch %d, %d partitions assigned)", result.member_id, what,
+                     request.group_id, result.member_epoch, len(result.assignment))
         return groups_pb2.HeartbeatResponse(
             member_id=result.member_id, member_epoch=result.member_epoch,
             heartbeat_interval_ms=result.heartbeat_interval_ms, assignment=_tp_messages(result.assignment),
@@ -121,11 +125,14 @@ class GroupServicer(groups_pb2_grpc.GroupServiceServicer):
     def ResetOffsets(self, request, context):
         offsets = {TopicPartition(o.topic, o.partition): o.offset for o in request.offsets}
         self._coordinator.reset_offsets(request.group_id, offsets)
+        log.info("reset offsets of group %s: %s", request.group_id,
+                 ", ".join(f"{tp.topic}-{tp.partition}={offset}" for tp, offset in sorted(offsets.items())))
         return groups_pb2.ResetOffsetsResponse()
 
     @server_errors.translate_errors
     def DeleteGroup(self, request, context):
         self._coordinator.delete_group(request.group_id)
+        log.info("deleted group %s", request.group_id)
         return groups_pb2.DeleteGroupResponse()
 
 
@@ -165,7 +172,7 @@ class ExpiryTicker:
         while not self._stopped.wait(self._interval_s):
             try:
                 self._coordinator.expire()
-            except CoordinatorNotAvailableError:
+            except group_errors.CoordinatorNotAvailableError:
                 pass  # already reported when the write failed
             except Exception:
                 if not reported:

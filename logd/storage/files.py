@@ -13,7 +13,22 @@ from __future__ import annotations
 
 import os
 import resource
+import time
 from pathlib import Path
+from typing import Callable
+
+from logd.faults import crash_point
+
+#: Told how many seconds each fsync of the real file system took, when set (the server's
+#: metrics install it with ``set_fsync_observer``); None costs nothing.
+_fsync_observer: Callable[[float], None] | None = None
+
+
+def set_fsync_observer(observer: Callable[[float], None] | None) -> Callable[[float], None] | None:
+    """Install ``observer`` (process-wide; None removes it); returns the previous one."""
+    global _fsync_observer
+    previous, _fsync_observer = _fsync_observer, observer
+    return previous
 
 
 class FileSystem:
@@ -51,7 +66,13 @@ class FileSystem:
         return b"".join(parts)
 
     def fsync(self, fd: int) -> None:
+        observer = _fsync_observer
+        if observer is None:
+            os.fsync(fd)
+            return
+        started = time.perf_counter()
         os.fsync(fd)
+        observer(time.perf_counter() - started)
 
     def ftruncate(self, fd: int, size: int) -> None:
         os.ftruncate(fd, size)
@@ -93,8 +114,13 @@ def read_file(fs: FileSystem, path: Path) -> bytes:
         fs.close(fd)
 
 
-def write_file_atomic(fs: FileSystem, path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically: tmp + fsync + rename + directory fsync."""
+def write_file_atomic(fs: FileSystem, path: Path, data: bytes,
+                      crash_points: tuple[str, str] | None = None) -> None:
+    """Replace ``path`` with ``data`` atomically: tmp + fsync + rename + directory fsync.
+
+    ``crash_points``: the names (see :mod:`logd.faults`) of the step after the fsync of
+    the tmp file and of the step after the rename, for the reliability suite.
+    """
     tmp = path.with_name(path.name + ".tmp")
     fd = fs.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
@@ -102,8 +128,17 @@ def write_file_atomic(fs: FileSystem, path: Path, data: bytes) -> None:
         fs.fsync(fd)
     finally:
         fs.close(fd)
+    if crash_points is not None:
+        crash_point(crash_points[0])
     fs.rename(tmp, path)
+    if crash_points is not None:
+        crash_point(crash_points[1])
     fs.fsync_dir(path.parent)
+
+
+def is_read_only_file_system(path: Path | str) -> bool:
+    """True when ``path`` lies on a file system mounted read-only (statvfs ST_RDONLY)."""
+    return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
 
 
 def unlink_if_exists(fs: FileSystem, path: Path) -> bool:
