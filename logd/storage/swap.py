@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from logd import faults
 from logd.storage.files import FileSystem, unlink_if_exists
 from logd.storage.segment import (
     INDEX_SUFFIX,
@@ -86,11 +87,14 @@ crash_hook: Callable[[str], None] | None = None
 
 
 def crash_point(name: str) -> None:
-    """Call the test hook, if any, at the named step (see the module docstring)."""
+    """Call the test hook, if any, at the named step (see the module docstring); then
+    :func:`logd.faults.crash_point` as ``swap.<name>`` (so ``LOGD_CRASH_POINT`` can kill
+    a broker subprocess there)."""
     assert name in CRASH_POINTS, name
     hook = crash_hook
     if hook is not None:
         hook(name)
+    faults.crash_point("swap." + name)
 
 
 def swap_file_name(base_offset: int, end_offset: int, suffix: str, state: str) -> str:
