@@ -21,7 +21,7 @@ message names the key.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Callable, Mapping
 
 from logd_sdk import codec
@@ -48,9 +48,11 @@ class TopicConfig:
     max_message_bytes: int = 1_048_588
 
     @classmethod
-    def from_overrides(cls, overrides: Mapping[str, str]) -> "TopicConfig":
-        """The config with ``overrides`` (validated) applied over the defaults."""
-        return cls(**{_attribute(key): _parse(key, value) for key, value in overrides.items()})
+    def from_overrides(cls, overrides: Mapping[str, str], defaults: "TopicConfig | None" = None) -> "TopicConfig":
+        """The config with ``overrides`` (validated) applied over ``defaults`` (the
+        broker-wide defaults; the built-in ones when None)."""
+        parsed = {_attribute(key): _parse(key, value) for key, value in overrides.items()}
+        return cls(**parsed) if defaults is None else replace(defaults, **parsed)
 
     def to_strings(self) -> dict[str, str]:
         """Every key with its value as a string, defaults included (for describe)."""

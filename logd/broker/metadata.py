@@ -10,6 +10,8 @@ Format (UTF-8 JSON, written with ``files.write_atomically``)::
 the commit point of a topic: it is written after the partition directories exist
 (create, create_partitions) and removed before they go (delete), so that at start-up any
 partition directory that no file accounts for is a leftover of an interrupted operation.
+A deletion first writes ``topics/.<topic_id>.deleting`` (the same JSON) and removes it
+last, so that start-up can finish an interrupted deletion (see ``TopicManager.load``).
 
 Not thread-safe: the broker calls it under its metadata lock.
 """
@@ -18,15 +20,21 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .files import TMP_SUFFIX, remove_durably, write_atomically, fsync_dir
+from logd.faults import crash_point
+
+from .files import TMP_SUFFIX, fsync_dir, remove_durably, write_atomically
 from .names import topic_name_problem
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+#: ``topics/.<topic_id>.deleting``: a topic deletion in progress (see ``MetadataStore``).
+DELETING_SUFFIX = ".deleting"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,17 +64,20 @@ class MetadataStore:
     def __init__(self, data_dir: Path) -> None:
         self._directory = data_dir / "topics"
 
-    def load_all(self) -> list[TopicMetadata]:
-        """Every topic's metadata; removes temporary files left by a crash."""
-        created = not self._directory.exists()
-        self._directory.mkdir(parents=True, exist_ok=True)
-        if created:
+    def load_all(self, remove_leftovers: bool = True) -> list[TopicMetadata]:
+        """Every topic's metadata; removes temporary files left by a crash (unless
+        ``remove_leftovers`` is False: a read-only data directory)."""
+        if not self._directory.exists():
+            self._directory.mkdir(parents=True)
             fsync_dir(self._directory.parent)
         topics = []
         for path in sorted(self._directory.iterdir()):
             if path.name.endswith(TMP_SUFFIX):
-                log.info("removing %s, left over by an interrupted metadata write", path)
-                path.unlink()
+                if remove_leftovers:
+                    log.info("removing %s, left over by an interrupted metadata write", path)
+                    path.unlink()
+            elif path.name.endswith(DELETING_SUFFIX):
+                continue  # see deletion_markers()
             elif path.suffix == ".json":
                 topics.append(self._load(path))
             else:
@@ -74,15 +85,50 @@ class MetadataStore:
         return topics
 
     def write(self, metadata: TopicMetadata) -> None:
-        write_atomically(self._path(metadata.name), metadata.to_json())
+        """Replace the topic's file atomically (``files.write_atomically``'s steps, with
+        the crash points ``metadata.tmp_written`` and ``metadata.renamed`` between them)."""
+        path = self._path(metadata.name)
+        tmp = path.with_name(f".{uuid.uuid4().hex}{TMP_SUFFIX}")
+        with open(tmp, "wb") as file:
+            file.write(metadata.to_json())
+            file.flush()
+            os.fsync(file.fileno())
+        crash_point("metadata.tmp_written")
+        os.replace(tmp, path)
+        crash_point("metadata.renamed")
+        fsync_dir(self._directory)
 
     def remove(self, name: str) -> None:
         remove_durably(self._path(name))
 
+    # -- deletion markers ---------------------------------------------------------------
+    #
+    # A topic deletion writes ``.<topic_id>.deleting`` (the topic's metadata) before it
+    # removes the topic's file, and removes the marker once the partition directories are
+    # gone. A start-up that finds a marker knows which partition directories belonged to
+    # a deleted topic (and removes them) instead of setting them aside as strays forever.
+
+    def write_deletion_marker(self, metadata: TopicMetadata) -> None:
+        write_atomically(self._marker_path(metadata), metadata.to_json())
+
+    def remove_deletion_marker(self, metadata: TopicMetadata) -> None:
+        remove_durably(self._marker_path(metadata))
+
+    def deletion_markers(self) -> list[TopicMetadata]:
+        """The metadata of every topic whose deletion a crash interrupted."""
+        if not self._directory.exists():
+            return []
+        return [self._load(path, marker=True) for path in sorted(self._directory.iterdir())
+                if path.name.endswith(DELETING_SUFFIX)]
+
+    def _marker_path(self, metadata: TopicMetadata) -> Path:
+        # The topic id, not the name: a 249-character name would not fit 255 bytes.
+        return self._directory / f".{metadata.topic_id}{DELETING_SUFFIX}"
+
     def _path(self, name: str) -> Path:
         return self._directory / f"{name}.json"
 
-    def _load(self, path: Path) -> TopicMetadata:
+    def _load(self, path: Path, marker: bool = False) -> TopicMetadata:
         try:
             data = json.loads(path.read_bytes())
             metadata = TopicMetadata(
@@ -96,6 +142,7 @@ class MetadataStore:
             ) from None
         if data.get("version") != FORMAT_VERSION:
             raise MetadataError(f"topic metadata file {path} has unknown format version {data.get('version')!r}")
-        if f"{metadata.name}.json" != path.name or topic_name_problem(metadata.name) or metadata.partitions < 1:
+        expected = self._marker_path(metadata).name if marker else f"{metadata.name}.json"
+        if expected != path.name or topic_name_problem(metadata.name) or metadata.partitions < 1:
             raise MetadataError(f"topic metadata file {path} does not describe a valid topic")
         return metadata

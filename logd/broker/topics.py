@@ -7,6 +7,8 @@ Layout of the data directory::
     <data-dir>/<topic>-<p>.<uuid>-delete a deleted partition being removed
     <data-dir>/<topic>-<p>.<uuid>-stray  a partition directory no metadata accounts for,
                                          set aside (never deleted) for an operator to look at
+                                         (unless it holds no record: an interrupted create's,
+                                         removed at start-up)
     (``<topic>-<p>`` cut to 200 characters in the last two, to fit the 255-byte limit)
 
 Operations and their commit points (a crash before it undoes the operation, after it
@@ -15,8 +17,11 @@ the operation stands; see ``load`` for the clean-up):
 - create: open the partition logs (creating their directories), then write the metadata.
 - create_partitions: open the new logs, then rewrite the metadata with the new count.
 - alter: rewrite the metadata, then give the logs their new config.
-- delete: remove the metadata, then rename each partition directory to a ``-delete``
-  name (so the name is free at once), then remove those directories.
+- delete: write a deletion marker (``topics/.<topic_id>.deleting``), remove the metadata
+  (the commit point), rename each partition directory to a ``-delete`` name (so the name
+  is free at once), remove those directories, remove the marker. At start-up a marker
+  whose topic has no metadata any more names the directories to remove (they are not
+  set aside as strays); a marker whose topic still has its metadata is dropped.
 
 Thread safety: admin operations hold ``_lock`` (one at a time); ``get`` is lock-free (a
 dict read) and returns an immutable ``Topic``, replaced as a whole when it changes.
@@ -33,7 +38,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Mapping
 
-from logd.storage import LogConfig, PartitionLog
+from logd.faults import crash_point
+from logd.storage import FileSystem, LogConfig, PartitionLog
 
 from .config import TopicConfig, normalize_overrides
 from .errors import InvalidConfigError, InvalidTopicError, TopicAlreadyExistsError, TopicNotFoundError
@@ -64,13 +70,20 @@ class TopicManager:
     """Creates, loads, changes and deletes topics in one data directory."""
 
     def __init__(self, data_dir: Path, log_config: Callable[[TopicConfig], LogConfig],
-                 clock_ms: Callable[[], int] | None = None) -> None:
+                 clock_ms: Callable[[], int] | None = None, defaults: TopicConfig | None = None) -> None:
         self._data_dir = data_dir
+        self._defaults = defaults  # the broker-wide topic config defaults (None: built-in)
         self._log_config = log_config
         self._clock_ms = clock_ms
         self._store = MetadataStore(data_dir)
         self._topics: dict[str, Topic] = {}
         self._lock = threading.Lock()
+        #: The storage's file-system seam for the partition logs (None: the real one); the
+        #: reliability suite sets a fault-injecting one before ``load``.
+        self.fs: FileSystem | None = None
+        #: The data directory is on a read-only file system: load without clean-up and
+        #: open the logs read-only (set by the broker before ``load``).
+        self.read_only = False
 
     # -- reading (lock-free) ------------------------------------------------------------
 
@@ -91,10 +104,12 @@ class TopicManager:
     def load(self) -> None:
         """Open every topic's logs (recovering them) after clearing interrupted operations."""
         with self._lock:
-            metadata = {m.name: m for m in self._store.load_all()}
-            self._clear_leftovers_locked(metadata)
+            metadata = {m.name: m for m in self._store.load_all(remove_leftovers=not self.read_only)}
+            if not self.read_only:  # else left for the next writable start
+                self._finish_deletions_locked(metadata)
+                self._clear_leftovers_locked(metadata)
             for meta in metadata.values():
-                config = TopicConfig.from_overrides(meta.config)
+                config = TopicConfig.from_overrides(meta.config, self._defaults)
                 logs = self._open_logs_locked(meta.name, range(meta.partitions), config)
                 self._topics[meta.name] = Topic(meta, config, tuple(logs))
             log.info("loaded %d topics with %d partitions", len(self._topics),
@@ -116,7 +131,7 @@ class TopicManager:
         count = DEFAULT_PARTITIONS if partitions is None else partitions
         _check_partition_count(count)
         overrides = normalize_overrides(config)
-        topic_config = TopicConfig.from_overrides(overrides)
+        topic_config = TopicConfig.from_overrides(overrides, self._defaults)
         with self._lock:
             if name in self._topics:
                 raise TopicAlreadyExistsError(f"topic {name!r} already exists")
@@ -137,7 +152,7 @@ class TopicManager:
         with self._lock:
             topic = self.require(name)
             meta = replace(topic.metadata, config={**topic.metadata.config, **overrides})
-            topic_config = TopicConfig.from_overrides(meta.config)
+            topic_config = TopicConfig.from_overrides(meta.config, self._defaults)
             self._store.write(meta)
             log_config = self._log_config(topic_config)
             for partition in topic.partitions:
@@ -168,13 +183,19 @@ class TopicManager:
     def delete(self, name: str) -> None:
         with self._lock:
             topic = self.require(name)
+            self._store.write_deletion_marker(topic.metadata)
+            crash_point("topic_delete.marked")
             self._store.remove(name)  # the commit point: from here on the topic is gone
+            crash_point("topic_delete.metadata_removed")
             del self._topics[name]
             doomed = self._set_aside_locked(topic.partitions, "delete")
+            crash_point("topic_delete.directories_renamed")
         for partition in topic.partitions:
             partition.notify()  # long-polls waiting on it answer now (TOPIC_NOT_FOUND)
         for path in doomed:
             shutil.rmtree(path, ignore_errors=True)
+            crash_point("topic_delete.partition_removed")
+        self._store.remove_deletion_marker(topic.metadata)
         log.info("deleted topic %r", name)
 
     # -- helpers ----------------------------------------------------------------------
@@ -188,10 +209,12 @@ class TopicManager:
                 if fresh and directory.exists():
                     # No metadata accounts for it (a crash mid-create/-delete): not ours.
                     self._rename_stray(directory)
-                if self._clock_ms is None:
-                    partition_log = PartitionLog.open(directory, log_config)
-                else:
-                    partition_log = PartitionLog.open(directory, log_config, clock_ms=self._clock_ms)
+                options: dict = {} if self.fs is None else {"fs": self.fs}
+                if self.read_only:
+                    options["read_only"] = True
+                if self._clock_ms is not None:
+                    options["clock_ms"] = self._clock_ms
+                partition_log = PartitionLog.open(directory, log_config, **options)
                 opened.append(Partition(name, index, partition_log))
         except BaseException:
             if fresh:
@@ -232,6 +255,24 @@ class TopicManager:
         log.warning("partition directory %s belongs to no topic; moved it to %s", directory, target.name)
         directory.rename(target)
 
+    def _finish_deletions_locked(self, metadata: dict[str, TopicMetadata]) -> None:
+        """Complete the deletions a crash interrupted after their commit point (the
+        metadata removal); drop the markers of those it interrupted before it."""
+        for marker in self._store.deletion_markers():
+            live = metadata.get(marker.name)
+            if live is None:
+                log.warning("finishing the interrupted deletion of topic %r", marker.name)
+                for index in range(marker.partitions):
+                    directory = self._data_dir / partition_dir_name(marker.name, index)
+                    if directory.exists():
+                        target = directory.with_name(set_aside_name(directory.name, "delete"))
+                        directory.rename(target)  # removed below with the other -delete dirs
+            elif live.topic_id == marker.topic_id:
+                log.warning("topic %r: its deletion was interrupted before it took effect; "
+                            "the topic is kept", marker.name)
+            fsync_dir(self._data_dir)
+            self._store.remove_deletion_marker(marker)
+
     def _clear_leftovers_locked(self, metadata: dict[str, TopicMetadata]) -> None:
         for path in sorted(self._data_dir.iterdir()):
             if not path.is_dir():
@@ -248,8 +289,21 @@ class TopicManager:
             topic, partition = parsed
             meta = metadata.get(topic)
             if meta is None or partition >= meta.partitions:
-                self._rename_stray(path)
+                if _holds_no_records(path):
+                    # A create (or create_partitions) interrupted before its commit point:
+                    # nothing to keep for an operator, and kept it would pile up forever.
+                    log.info("removing %s, left over by an interrupted topic creation", path.name)
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    self._rename_stray(path)
         fsync_dir(self._data_dir)
+
+
+def _holds_no_records(directory: Path) -> bool:
+    """True when ``directory`` has segment files and all are empty (a partition log opened
+    by a create that did not commit). A directory without any is set aside as before."""
+    sizes = [entry.stat().st_size for entry in directory.iterdir() if entry.suffix == ".log"]
+    return bool(sizes) and not any(sizes)
 
 
 def set_aside_name(directory_name: str, kind: str) -> str:

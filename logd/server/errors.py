@@ -16,6 +16,7 @@ from typing import Callable, NoReturn, TypeVar
 import grpc
 
 from logd.broker import errors as broker_errors
+from logd.broker import producer_state
 from logd.groups import errors as group_errors
 from logd.storage import errors as storage_errors
 from logd_sdk import codec
@@ -36,6 +37,9 @@ ERRORS: dict[type[BaseException], tuple[grpc.StatusCode, str]] = {
     broker_errors.RecordTooLargeError: (Code.INVALID_ARGUMENT, "RECORD_TOO_LARGE"),
     broker_errors.InvalidRequestError: (Code.INVALID_ARGUMENT, "INVALID_REQUEST"),
     broker_errors.BrokerUnavailableError: (Code.UNAVAILABLE, "UNAVAILABLE"),
+    producer_state.OutOfOrderSequenceError: (Code.FAILED_PRECONDITION, "OUT_OF_ORDER_SEQUENCE"),
+    producer_state.InvalidProducerEpochError: (Code.FAILED_PRECONDITION, "INVALID_PRODUCER_EPOCH"),
+    producer_state.UnknownProducerIdError: (Code.FAILED_PRECONDITION, "UNKNOWN_PRODUCER_ID"),
     codec.CorruptBatchError: (Code.INVALID_ARGUMENT, "CORRUPT_BATCH"),
     storage_errors.OffsetOutOfRangeError: (Code.OUT_OF_RANGE, "OFFSET_OUT_OF_RANGE"),
     storage_errors.LogClosedError: (Code.UNAVAILABLE, "UNAVAILABLE"),

@@ -11,6 +11,11 @@ Modules, each with one job:
     checkpoint.py  log start offset, recovery point, clean-shutdown flag
     recovery.py    what ``PartitionLog.open`` does to a directory (algorithm in its docstring)
     log.py         PartitionLog: append (group commit), read, roll, truncate, delete
+    reader.py      the lock-free I/O of a fetch and a time lookup on a pinned segment
+    retention.py   which leading segments retention.ms / retention.bytes delete
+    offset_map.py  the cleaner's fixed-memory map of key digests to latest offsets
+    swap.py        the crash-safe swap of cleaned segments, and its recovery
+    cleaner.py     the log cleaner: compaction (algorithm in its docstring)
 
 Lock order (a thread holding a lock may take only locks further down this list):
 
@@ -19,11 +24,13 @@ Lock order (a thread holding a lock may take only locks further down this list):
     3. HandleCache._lock
     4. Handle._lock
 
-Blocking I/O under ``PartitionLog._lock``: the append's pwrite, roll, truncation, flush
-and checkpoint writes. Not under it: the group-commit fsync, and reads of batches (a
+Blocking I/O under ``PartitionLog._lock``: the append's pwrite, roll, truncation, flush,
+checkpoint writes and the renames/unlinks/directory fsyncs of a cleaned segment's swap
+(the cleaner writes the cleaned segment itself without the lock). Not under it: the group-commit fsync, and reads of batches (a
 read pins a segment with a referenced handle, then reads without the lock).
 """
 
+from logd.storage.cleaner import CleanerConfig, CleanerStoppedError, CleanResult, CompactionPolicy, LogCleaner
 from logd.storage.config import AppendInfo, LogConfig, SegmentInfo
 from logd.storage.errors import (
     CorruptLogError,
@@ -35,9 +42,21 @@ from logd.storage.errors import (
 from logd.storage.files import OS_FILE_SYSTEM, FileSystem, raise_open_file_limit
 from logd.storage.handles import HandleCache
 from logd.storage.log import PartitionLog
+from logd.storage.offset_map import OffsetMap
+from logd.storage.retention import RetentionDecision, RetentionResult, enforce_retention, plan_retention
 
 __all__ = [
     "AppendInfo",
+    "CleanResult",
+    "CleanerConfig",
+    "CleanerStoppedError",
+    "CompactionPolicy",
+    "LogCleaner",
+    "OffsetMap",
+    "RetentionDecision",
+    "RetentionResult",
+    "enforce_retention",
+    "plan_retention",
     "CorruptLogError",
     "FileSystem",
     "HandleCache",

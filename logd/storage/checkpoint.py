@@ -47,7 +47,8 @@ def write_checkpoint(fs: FileSystem, directory: Path, checkpoint: Checkpoint) ->
         f"{int(checkpoint.clean_shutdown)}"
     )
     line = f"{body} {zlib.crc32(body.encode()):08x}\n"
-    write_file_atomic(fs, directory / CHECKPOINT_FILE, line.encode())
+    write_file_atomic(fs, directory / CHECKPOINT_FILE, line.encode(),
+                      crash_points=("checkpoint.tmp_written", "checkpoint.renamed"))
 
 
 def read_checkpoint(fs: FileSystem, directory: Path) -> Checkpoint | None:

@@ -19,39 +19,64 @@ watermark and reads never go past it, so no reader sees a half-written batch.
 
 Failure: a failed write or fsync makes the log failed for good (nats-server's sticky
 ``werr``): appends raise :class:`LogFailedError` and nothing written after the last
-successful fsync is ever acknowledged; reopening runs recovery.
+successful fsync is ever acknowledged; reopening runs recovery. One exception: a write
+(or the index write of a roll) that fails for lack of space (ENOSPC, EDQUOT) has its
+partial bytes cut off again and only that append fails (a retriable ``StorageError``):
+nothing was acknowledged or shown to readers, so the log stays writable and the next
+append, once space is freed, gets the same offset.
+
+Recovery point: the checkpoint (see :mod:`logd.storage.checkpoint`) is rewritten at open,
+roll, ``flush()``, truncation, log start moves and close, and after a group/always commit
+at most every ``recovery_checkpoint_interval_ms`` (with the active segment's index
+files). Recovery after a crash re-verifies only what lies after it. A roll always
+fsyncs the old segment, whatever the flush policy, so only the active segment can hold
+unflushed data.
+
+Append observer: ``attach_observer`` lets one object (the broker's producer state, see
+:class:`AppendObserver`) check every append under the lock, in the same lock hold as the
+write, and answer a duplicate with its earlier offsets instead of writing; it also hears
+of truncations and persisted recovery points. ``batch_headers`` walks the batch headers
+only (never the records), to rebuild such state at start-up.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import resource
 import struct
 import threading
 import time
+import weakref
 from bisect import bisect_right
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 from logd_sdk import codec
+from logd.faults import crash_point
 from logd.storage.checkpoint import Checkpoint, write_checkpoint
 from logd.storage.config import AppendInfo, LogConfig, SegmentInfo
 from logd.storage.errors import LogClosedError, LogFailedError, OffsetOutOfRangeError, StorageError
 from logd.storage.files import OS_FILE_SYSTEM, FileSystem
-from logd.storage.handles import DEFAULT_HANDLE_CACHE, Handle, HandleCache
-from logd.storage.index import OffsetIndex, TimeIndex
+from logd.storage.handles import DEFAULT_HANDLE_CACHE, HandleCache
+from logd.storage.reader import PinnedSegment, read_batches, read_hints, scan_for_timestamp, time_hint
 from logd.storage.recovery import load_log
-from logd.storage.segment import BatchPosition, Segment, walk_batches
+from logd.storage.segment import BatchPosition, Segment
 from logd.storage.swap import CleanedSegment, commit_swap, discard_cleaned
 
 logger = logging.getLogger("logd.storage")
 
 _OFFSET = struct.Struct("<q")
 _MAX_RELATIVE_OFFSET = (1 << 32) - 1
+#: Write errors that leave nothing inconsistent once a partial write is cut: the log
+#: refuses that append only and stays writable (a failed fsync is never one of them).
+_OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
 #: Older segments per log whose indexes stay loaded in memory (the rest reload on use).
 _LOADED_INDEXES_PER_LOG = 4
+#: Bytes read at a time by a walk of the headers of small batches.
+_HEADER_WALK_CHUNK = 64 * 1024
 #: Default for how often group/always commits also move the persisted recovery point
 #: (Kafka's log.flush.offset.checkpoint.interval.ms): bounds the re-verification after a crash.
 DEFAULT_RECOVERY_CHECKPOINT_INTERVAL_MS = 60_000
@@ -87,21 +112,116 @@ def parse_batches(batches: bytes | bytearray | memoryview) -> list[BatchPosition
     return parsed
 
 
-@dataclass
-class _View:
-    """A segment pinned for reading outside the lock: a referenced handle and the end."""
+def walk_headers(fs: FileSystem, fd: int, start: int, end: int) -> Iterator[codec.BatchHeader]:
+    """The headers of the whole batches in ``[start, end)`` of a segment file (``start`` a
+    batch boundary), reading only headers: a chunk at a time among small batches, one
+    header at a time among large ones. No CRC check: the caller trusts the range."""
+    buffer, buffer_start, position, chunk_bytes = b"", start, start, _HEADER_WALK_CHUNK
+    while end - position >= codec.HEADER_SIZE:
+        relative = position - buffer_start
+        if len(buffer) - relative < codec.HEADER_SIZE:
+            buffer, buffer_start, relative = fs.pread(fd, min(chunk_bytes, end - position), position), position, 0
+            if len(buffer) < codec.HEADER_SIZE:
+                return
+        header = codec.read_header(buffer, relative)
+        if header.size < codec.HEADER_SIZE or header.size > end - position:
+            return
+        yield header
+        position += header.size
+        chunk_bytes = _HEADER_WALK_CHUNK if header.size < _HEADER_WALK_CHUNK else codec.HEADER_SIZE
 
-    segment: Segment
-    handle: Handle
-    end: int
-    is_active: bool
-    offset_index: OffsetIndex | None = None
-    time_index: TimeIndex | None = None
 
-    def indexes(self) -> tuple[OffsetIndex, TimeIndex]:
-        if self.offset_index is None or self.time_index is None:
-            self.offset_index, self.time_index = self.segment.indexes(self.handle.fd)
-        return self.offset_index, self.time_index
+class AppendObserver(Protocol):
+    """Sees a log's appends (the broker's producer state, ``logd.broker.producer_state``).
+
+    Every method is called with the log's lock held and must not call the log back.
+    ``check_append_locked`` (pure: it may run twice for one append) runs in the same lock
+    hold as the write it guards, so what it lets through is written before another
+    append is checked.
+    """
+
+    def replay_locked(self, header: codec.BatchHeader) -> None:
+        """A batch already in the log (the catch-up of ``attach_observer``)."""
+
+    def check_append_locked(self, data: bytearray, batches: Sequence[BatchPosition]) -> AppendInfo | None:
+        """Before a write: None to write; an AppendInfo to answer instead of writing (the
+        batches duplicate earlier ones); raise to refuse the whole call."""
+
+    def appended_locked(self, data: bytearray, batches: Sequence[BatchPosition], now_ms: int) -> None:
+        """After a write; ``batches`` carry their assigned offsets."""
+
+    def truncated_locked(self, log_end_offset: int) -> None:
+        """The log was cut: it ends at ``log_end_offset`` now."""
+
+    def checkpointed_locked(self, recovery_offset: int) -> None:
+        """The recovery point was persisted: every batch below ``recovery_offset`` is durable."""
+
+
+class OpenActiveSegments:
+    """The process-wide cap on open active-segment files (one per partition otherwise).
+
+    Every use of a log's active segment ``touch``es the log here (most recent last). When
+    more than ``capacity`` logs have their active file open, the least recently used idle
+    ones are parked (:meth:`PartitionLog.park_if_idle`: file closed, reopened on next
+    use), so a broker with thousands of partitions stays within its descriptor limit.
+    The default capacity is half the soft RLIMIT_NOFILE at first use (the rest is for
+    older segments' read handles, sockets and the like).
+
+    Thread-safety: one lock guards the LRU; parking is attempted outside it, with a
+    non-blocking acquire of the other log's lock, so no lock order is introduced.
+    """
+
+    def __init__(self, capacity: int | None = None) -> None:
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._logs: OrderedDict[int, weakref.ref] = OrderedDict()
+
+    def touch(self, log: "PartitionLog") -> None:
+        key = id(log)
+        with self._lock:
+            if key in self._logs:
+                self._logs.move_to_end(key)
+                return
+            self._logs[key] = weakref.ref(log)
+            if self.capacity is None:
+                self.capacity = _default_open_active_capacity()
+            over = len(self._logs) - self.capacity
+            if over <= 0:
+                return
+            # The least recently used ones (never ``log``: it is last), a few spare in
+            # case some are busy.
+            candidates = [self._logs.popitem(last=False) for _ in range(min(over + 2, len(self._logs) - 1))]
+        parked = 0
+        still_open = []
+        for candidate_key, ref in candidates:
+            candidate = ref()
+            if candidate is None or candidate.closed:
+                continue
+            if parked < over and candidate.park_if_idle():
+                parked += 1
+            else:
+                still_open.append((candidate_key, ref))
+        if still_open:
+            with self._lock:
+                for candidate_key, ref in still_open:
+                    self._logs[candidate_key] = ref
+
+    def forget(self, log: "PartitionLog") -> None:
+        with self._lock:
+            self._logs.pop(id(log), None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._logs)
+
+
+def _default_open_active_capacity() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 1 << 20 if soft == resource.RLIM_INFINITY else max(32, soft // 2)
+
+
+#: The cap shared by every log of the process.
+OPEN_ACTIVE_SEGMENTS = OpenActiveSegments()
 
 
 class PartitionLog:
@@ -134,27 +254,34 @@ class PartitionLog:
         self._flushing = False
         self._failure: BaseException | None = None
         self._closed = False
+        self._truncations = 0  # bumped by truncate_to; a read that saw it change retries
         self._recovery_checkpoint_interval_ms = recovery_checkpoint_interval_ms
         self._last_checkpoint_ms = clock_ms()
         self._loaded_older: OrderedDict[int, Segment] = OrderedDict()  # by base offset
+        self._read_only = False
+        self._observer: AppendObserver | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
     @classmethod
     def open(cls, directory: Path, config: LogConfig, *, clock_ms: Callable[[], int] = wall_clock_ms,
              fs: FileSystem = OS_FILE_SYSTEM, handle_cache: HandleCache | None = None,
-             recovery_checkpoint_interval_ms: int = DEFAULT_RECOVERY_CHECKPOINT_INTERVAL_MS) -> "PartitionLog":
+             recovery_checkpoint_interval_ms: int = DEFAULT_RECOVERY_CHECKPOINT_INTERVAL_MS,
+             read_only: bool = False) -> "PartitionLog":
         """Create the directory if missing, recover, return an open log.
 
         ``fs``: the file-system seam (tests inject faults); ``handle_cache``: the LRU of read
         handles of older segments (default: one shared by the process);
         ``recovery_checkpoint_interval_ms``: how often a commit also persists the recovery
-        point (and the active segment's indexes), bounding the work of the next recovery.
+        point (and the active segment's indexes), bounding the work of the next recovery;
+        ``read_only``: the directory is on a read-only file system: recover without writing
+        (see :mod:`logd.storage.recovery`) and serve reads only (appends, deletions and
+        rolls raise :class:`LogFailedError`).
         """
         # (not `handle_cache or ...`: an empty cache is falsy)
         cache = DEFAULT_HANDLE_CACHE if handle_cache is None else handle_cache
         log = cls(Path(directory), config, clock_ms, fs, cache, recovery_checkpoint_interval_ms)
-        loaded = load_log(fs, log.directory, config, clock_ms)
+        loaded = load_log(fs, log.directory, config, clock_ms, read_only=read_only)
         for segment in loaded.segments:
             # A handle cached by an earlier instance may point at a file replaced since.
             log._handles.discard(segment.log_path)
@@ -165,6 +292,11 @@ class PartitionLog:
         log._log_end_offset = log._durable_offset = log._high_watermark = active.next_offset
         log._visible_position = log._durable_position = active.size
         log._size_bytes = sum(segment.size for segment in loaded.segments)
+        OPEN_ACTIVE_SEGMENTS.touch(log)
+        if read_only:
+            log._read_only = True
+            log._failure = OSError(errno.EROFS, "the file system is read-only")
+            return log
         with log._lock:
             # The recovered tail is now verified and fsynced: the recovery point moves to
             # the end, and the clean-shutdown flag is cleared before any append.
@@ -189,6 +321,7 @@ class PartitionLog:
                 segment.deactivate_locked()
                 self._handles.discard(segment.log_path)
             self._changed.notify_all()
+        OPEN_ACTIVE_SEGMENTS.forget(self)
 
     def delete(self) -> None:
         """Close the log and remove its directory."""
@@ -285,8 +418,20 @@ class PartitionLog:
         self._check_writable_locked()
         records = sum(batch.next_offset - batch.base_offset for batch in parsed)
         now = self._clock_ms()
+        observer = self._observer
+        if observer is not None:
+            duplicate = observer.check_append_locked(data, parsed)  # before a roll: a duplicate never rolls
+            if duplicate is not None:
+                return duplicate
+            end, truncations = self._log_end_offset, self._truncations
         self._maybe_roll_locked(len(data), records, now)
-        active = self._segments[-1]
+        if observer is not None and (end, truncations) != (self._log_end_offset, self._truncations):
+            # The roll waited (releasing the lock) and the log changed: check again, so the
+            # check that lets a batch through is in the same lock hold as its write.
+            duplicate = observer.check_append_locked(data, parsed)
+            if duplicate is not None:
+                return duplicate
+        active = self._active_locked()
         base_offset = next_offset = self._log_end_offset
         assigned = []
         pack_into = _OFFSET.pack_into
@@ -301,10 +446,15 @@ class PartitionLog:
         try:
             active.append_locked(data, assigned)
         except OSError as exc:
+            if exc.errno in _OUT_OF_SPACE and self._undo_partial_write_locked(active):
+                raise StorageError(f"{self.directory}: {exc}; nothing of this append was kept; "
+                                   f"retry once space is freed") from exc
             self._fail_locked(exc)
             raise LogFailedError(f"{self.directory}: write failed: {exc}") from exc
         self._log_end_offset = next_offset
         self._size_bytes += len(data)
+        if observer is not None:
+            observer.appended_locked(data, assigned, now)
         policy = self._config.flush_policy
         if policy == "never":
             self._high_watermark, self._visible_position = next_offset, active.size
@@ -318,6 +468,17 @@ class PartitionLog:
             self._publish_locked(next_offset, active.size)
             self._maybe_checkpoint_locked()
         return AppendInfo(base_offset, next_offset - 1, now)
+
+    def _undo_partial_write_locked(self, active: Segment) -> bool:
+        """After a write that ran out of space: cut what it wrote (readers never saw it, as
+        it lies past the visible end) so the log stays usable. False if that fails too."""
+        try:
+            self._fs.ftruncate(active.write_handle.fd, active.size)
+        except OSError as exc:
+            logger.error("%s: cannot cut a partial write: %s", self.directory, exc)
+            return False
+        logger.warning("%s: out of space; an append was refused and its partial write cut", self.directory)
+        return True
 
     def _maybe_roll_locked(self, incoming_bytes: int, incoming_records: int, now: int) -> None:
         while True:
@@ -349,7 +510,7 @@ class PartitionLog:
 
     def _lead_flush_locked(self) -> None:
         """fsync the active segment without holding the lock; publish the durable end."""
-        active = self._segments[-1]
+        active = self._active_locked()
         target_offset, target_position = self._log_end_offset, active.size
         assert active.write_handle is not None
         fd = active.write_handle.fd
@@ -400,6 +561,9 @@ class PartitionLog:
         if self._closed:
             raise LogClosedError(f"{self.directory} is closed")
         if self._failure is not None:
+            if getattr(self._failure, "errno", None) == errno.EROFS:
+                raise LogFailedError(f"{self.directory}: the file system is read-only ({self._failure}); "
+                                     f"the log serves reads only") from self._failure
             raise LogFailedError(f"{self.directory}: an earlier write or fsync failed; reopen the log") \
                 from self._failure
 
@@ -427,14 +591,29 @@ class PartitionLog:
         directory; write the checkpoint with the recovery point at the new segment.
         """
         assert not self._flushing
-        old = self._segments[-1]
+        old = self._active_locked()
         new = Segment(self._fs, self.directory, self._log_end_offset, self._config.index_interval_bytes,
                       self._clock_ms())
         try:
             old.fsync_locked()
+        except OSError as exc:
+            self._fail_locked(exc)
+            raise LogFailedError(f"{self.directory}: roll failed: {exc}") from exc
+        try:
             old.write_indexes_locked(final=True)
+            crash_point("roll.old_segment_synced")
             new.open_for_append_locked(create=True)
+        except OSError as exc:
+            if exc.errno in _OUT_OF_SPACE:
+                # Nothing changed but a temporary index file: the roll is retried later.
+                raise StorageError(f"{self.directory}: cannot roll a segment: {exc}; retry once space "
+                                   f"is freed") from exc
+            self._fail_locked(exc)
+            raise LogFailedError(f"{self.directory}: roll failed: {exc}") from exc
+        try:
+            crash_point("roll.new_segment_created")
             self._fs.fsync_dir(self.directory)
+            crash_point("roll.directory_synced")
         except OSError as exc:
             self._fail_locked(exc)
             raise LogFailedError(f"{self.directory}: roll failed: {exc}") from exc
@@ -459,7 +638,7 @@ class PartitionLog:
             self._checkpoint_or_fail_locked()
 
     def _flush_locked(self) -> None:
-        active = self._segments[-1]
+        active = self._active_locked()
         active.fsync_locked()
         active.write_indexes_locked(final=False)
         self._publish_locked(self._log_end_offset, active.size)
@@ -472,6 +651,8 @@ class PartitionLog:
             recovery_segment=active.base_offset, recovery_position=self._durable_position,
             clean_shutdown=clean_shutdown))
         self._last_checkpoint_ms = self._clock_ms()
+        if self._observer is not None:
+            self._observer.checkpointed_locked(self._durable_offset)
 
     def _checkpoint_or_fail_locked(self) -> None:
         try:
@@ -511,56 +692,62 @@ class PartitionLog:
             i = bisect_right(self._base_offsets, offset) - 1
             view = self._pin_locked(max(i, 0))
             following = self._base_offsets[i + 1] if i + 1 < len(self._segments) else None
+            truncations = self._truncations
             if view.is_active:
-                hint, exact, floor = self._read_hints(view, offset, max_bytes)
+                hints = read_hints(view, offset, max_bytes)
         try:
             if not view.is_active:
-                hint, exact, floor = self._read_hints(view, offset, max_bytes)
-            segment, fd = view.segment, view.handle.fd
-            if exact:
-                start = hint  # a batch starts at this offset: no need to look for it
-            else:
-                batch = segment.find_batch(fd, offset, hint, view.end)
-                if batch is None:
-                    return b"", following
-                start = batch.position
-            end = segment.read_end(fd, start, max_bytes, view.end, floor, at_least_one=first)
-            if end <= start:
-                return b"", None
-            data = self._fs.pread(fd, end - start, start)
-            if len(data) < end - start:
-                data = _whole_batches(data)  # the segment was truncated meanwhile
-            return data, following if end == view.end else None
+                hints = read_hints(view, offset, max_bytes)
+            data, at_end = read_batches(self._fs, view, offset, max_bytes, hints, at_least_one=first)
         finally:
-            view.handle.release()
+            view.release()
+        if truncations != self._truncations:
+            # A truncation (and maybe new appends) raced with this read: the bytes at the
+            # positions it computed may belong to other batches now. Read again.
+            return self._read_segment(offset, max_bytes, first=first)
+        return data, following if at_end else None
 
-    @staticmethod
-    def _read_hints(view: _View, offset: int, max_bytes: int) -> tuple[int, bool, int]:
-        """(position to search from, whether a batch starts exactly at ``offset`` there,
-        an indexed batch boundary <= position + max_bytes)."""
-        offset_index, _ = view.indexes()
-        relative_offset = offset - view.segment.base_offset
-        found, hint = offset_index.lookup_entry(relative_offset)
-        return hint, found == relative_offset, offset_index.floor_position(hint + max_bytes)
-
-    def _pin_locked(self, i: int) -> _View:
+    def _pin_locked(self, i: int) -> PinnedSegment:
         segment = self._segments[i]
         if i == len(self._segments) - 1:
+            segment = self._active_locked()
             handle = segment.write_handle
             assert handle is not None and handle.acquire()
-            return _View(segment, handle, self._visible_position, True,
-                         segment._offset_index, segment._time_index)
+            return PinnedSegment(segment, handle, self._visible_position, True,
+                                 segment._offset_index, segment._time_index)
         # Keep the indexes of only a few older segments loaded: memory stays bounded
         # however much of the log is read.
         self._loaded_older[segment.base_offset] = segment
         self._loaded_older.move_to_end(segment.base_offset)
         while len(self._loaded_older) > _LOADED_INDEXES_PER_LOG:
             self._loaded_older.popitem(last=False)[1].drop_loaded_indexes()
-        return _View(segment, self._handles.acquire(segment.log_path, self._fs), segment.size, False)
+        return PinnedSegment(segment, self._handles.acquire(segment.log_path, self._fs), segment.size, False)
 
     def _check_open_locked(self) -> None:
         if self._closed:
             raise LogClosedError(f"{self.directory} is closed")
+
+    def _active_locked(self) -> Segment:
+        """The active segment with its file open (reopened if it was parked)."""
+        active = self._segments[-1]
+        if active.parked:
+            active.unpark_locked(self._read_only)
+        OPEN_ACTIVE_SEGMENTS.touch(self)
+        return active
+
+    def park_if_idle(self) -> bool:
+        """Close the active segment's file if the log is idle now (never waits for the
+        lock: called by another log's thread, see :class:`OpenActiveSegments`)."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            active = self._segments[-1] if self._segments else None
+            if self._closed or self._flushing or active is None or active.write_handle is None:
+                return False
+            active.park_locked()
+            return True
+        finally:
+            self._lock.release()
 
     def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the first visible record with timestamp >= ``timestamp_ms``
@@ -576,34 +763,15 @@ class PartitionLog:
                 view = self._pin_locked(self._segments.index(segment))
                 log_start, high_watermark = self._log_start_offset, self._high_watermark
                 if view.is_active:
-                    position = self._time_hint(view, timestamp_ms)
+                    position = time_hint(view, timestamp_ms, log_start)
             try:
                 if not view.is_active:
-                    position = self._time_hint(view, timestamp_ms)
-                found = self._scan_for_timestamp(view, position, timestamp_ms, log_start, high_watermark)
+                    position = time_hint(view, timestamp_ms, log_start)
+                found = scan_for_timestamp(self._fs, view, position, timestamp_ms, log_start, high_watermark)
             finally:
-                view.handle.release()
+                view.release()
             if found is not None:
                 return found
-        return None
-
-    @staticmethod
-    def _time_hint(view: _View, timestamp_ms: int) -> int:
-        offset_index, time_index = view.indexes()
-        relative_offset = time_index.lookup_below(timestamp_ms)
-        return 0 if relative_offset is None else offset_index.lookup(relative_offset)
-
-    def _scan_for_timestamp(self, view: _View, position: int, timestamp_ms: int,
-                            log_start: int, high_watermark: int) -> tuple[int, int] | None:
-        fd = view.handle.fd
-        for batch in walk_batches(self._fs, fd, position, view.end, verify=False):
-            if batch.max_timestamp_ms < timestamp_ms or batch.next_offset <= log_start:
-                continue
-            data = self._fs.pread(fd, batch.size, batch.position)
-            _, records = codec.decode_batch(data)
-            for record in records:
-                if record.timestamp_ms >= timestamp_ms and log_start <= record.offset < high_watermark:
-                    return record.offset, record.timestamp_ms
         return None
 
     def wait_for_data(self, offset: int, timeout_s: float) -> bool:
@@ -612,6 +780,61 @@ class PartitionLog:
             return self._changed.wait_for(
                 lambda: self._high_watermark > offset or self._closed, timeout_s
             ) and self._high_watermark > offset
+
+    # -- batch headers and the append observer --------------------------------------------
+
+    def batch_headers(self, from_offset: int) -> Iterator[codec.BatchHeader]:
+        """The headers of the batches holding offsets >= ``from_offset`` (from the log start
+        offset if below it), oldest first, up to the end of the segment that is active when
+        the walk reaches it: every batch written, durable or not. Reads headers only (no
+        records, no CRC: append and recovery checked them). Raises LogClosedError, or
+        StorageError when a truncation raced with the walk (walk again)."""
+        return self._walk_headers(from_offset, lock_held=False)
+
+    def attach_observer(self, observer: AppendObserver, from_offset: int) -> None:
+        """Make ``observer`` see every later append, truncation and checkpoint. First, in
+        the same lock hold, it is given (``replay_locked``) the headers of the batches from
+        ``from_offset`` to the log end: whatever was appended after the caller's unlocked
+        ``batch_headers`` walk ended, so that no batch slips between."""
+        with self._lock:
+            self._check_open_locked()
+            assert self._observer is None, "a log has at most one append observer"
+            for header in self._walk_headers(from_offset, lock_held=True):
+                observer.replay_locked(header)
+            self._observer = observer
+
+    def _walk_headers(self, offset: int, *, lock_held: bool) -> Iterator[codec.BatchHeader]:
+        while True:
+            if not lock_held:
+                self._lock.acquire()
+            try:
+                self._check_open_locked()
+                offset = max(offset, self._log_start_offset)
+                if offset >= self._log_end_offset:
+                    return
+                i = max(bisect_right(self._base_offsets, offset) - 1, 0)
+                view = self._pin_locked(i)
+                following = self._base_offsets[i + 1] if i + 1 < len(self._segments) else None
+                truncations = self._truncations
+                if view.is_active:
+                    view.end = view.segment.size  # every batch below it was written whole
+                    start = read_hints(view, offset, 0)[0]
+            finally:
+                if not lock_held:
+                    self._lock.release()
+            try:
+                if not view.is_active:
+                    start = read_hints(view, offset, 0)[0]
+                for header in walk_headers(self._fs, view.handle.fd, start, view.end):
+                    if header.next_offset > offset:
+                        yield header
+            finally:
+                view.release()
+            if truncations != self._truncations:
+                raise StorageError(f"{self.directory}: truncated during a walk of the batch headers; walk again")
+            if following is None:
+                return
+            offset = max(offset, following)
 
     # -- deleting and truncating -----------------------------------------------------------
 
@@ -626,6 +849,7 @@ class PartitionLog:
                 return self._log_start_offset
             self._log_start_offset = offset
             self._checkpoint_or_fail_locked()
+            crash_point("retention.start_offset_checkpointed")
             self._delete_leading_locked(lambda segment: segment.next_offset <= offset)
             return self._log_start_offset
 
@@ -702,6 +926,7 @@ class PartitionLog:
         if advance_start and self._segments[0].base_offset > self._log_start_offset:
             self._log_start_offset = self._segments[0].base_offset
             self._checkpoint_or_fail_locked()
+            crash_point("retention.start_offset_checkpointed")
         for segment in doomed:
             self._size_bytes -= segment.size
             self._handles.discard(segment.log_path)
@@ -709,6 +934,8 @@ class PartitionLog:
                 segment.delete_files_locked()
             except OSError as exc:
                 logger.warning("%s: could not delete: %s", segment.log_path, exc)
+            crash_point("retention.segment_deleted")
+        crash_point("retention.segments_deleted")
         try:
             self._fs.fsync_dir(self.directory)
         except OSError as exc:
@@ -725,6 +952,7 @@ class PartitionLog:
             self._wait_no_flush_locked()
             if offset >= self._log_end_offset:
                 return
+            self._truncations += 1
             try:
                 if offset < self._log_start_offset or offset <= self._segments[0].base_offset:
                     self._truncate_fully_locked(max(offset, 0) if offset < self._log_start_offset
@@ -739,6 +967,8 @@ class PartitionLog:
             active = self._segments[-1]
             self._durable_offset = self._high_watermark = self._log_end_offset
             self._visible_position = self._durable_position = active.size
+            if self._observer is not None:
+                self._observer.truncated_locked(self._log_end_offset)
             self._checkpoint_or_fail_locked()
             self._changed.notify_all()
 
@@ -751,7 +981,9 @@ class PartitionLog:
         del self._segments[i + 1:]
         del self._base_offsets[i + 1:]
         segment = self._segments[i]
-        if segment.write_handle is None:
+        if segment.parked:
+            segment.unpark_locked()
+        elif segment.write_handle is None:
             self._handles.discard(segment.log_path)
             segment.open_for_append_locked(create=False)
         assert segment.write_handle is not None
@@ -786,15 +1018,4 @@ class PartitionLog:
                 f"end={self._log_end_offset}, hw={self._high_watermark})")
 
 
-def _whole_batches(data: bytes) -> bytes:
-    """The prefix of ``data`` made of whole batches."""
-    end = 0
-    while len(data) - end >= codec.LOG_OVERHEAD:
-        size = codec.batch_size_at(data, end)
-        if size < codec.HEADER_SIZE or end + size > len(data):
-            break
-        end += size
-    return data[:end]
-
-
-__all__ = ["PartitionLog", "parse_batches", "wall_clock_ms", "StorageError"]
+__all__ = ["AppendObserver", "PartitionLog", "parse_batches", "walk_headers", "wall_clock_ms", "StorageError"]

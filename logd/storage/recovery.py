@@ -25,6 +25,14 @@ The algorithm (Kafka's ``LogLoader``, reduced):
 6. fsync what was verified, then open the last segment for appends (creating segment 0,
    or one at the log start offset, for an empty log).
 
+Read-only (``read_only=True``, the data directory is on a read-only file system): the
+same walk without a single write. Nothing is deleted, truncated, renamed or rewritten:
+what would be removed is only left out of the segment list (a torn tail is cut in
+memory: the segment's size is its valid end), rebuilt indexes stay in memory, and the
+last segment is opened read-only. A committed but unfinished cleaner swap, a missing
+directory or one without segments cannot be served without writing: they raise
+:class:`~logd.storage.errors.StorageError`.
+
 Thread-safety: runs inside ``PartitionLog.open`` before the log is shared.
 """
 
@@ -39,16 +47,10 @@ from typing import Callable
 
 from logd.storage.checkpoint import CHECKPOINT_FILE, Checkpoint, read_checkpoint
 from logd.storage.config import LogConfig
-from logd.storage.errors import CorruptLogError
+from logd.storage.errors import CorruptLogError, StorageError
 from logd.storage.files import FileSystem, unlink_if_exists
-from logd.storage.swap import CLEANER_CHECKPOINT_FILE, finish_interrupted_swaps
-from logd.storage.segment import (
-    INDEX_SUFFIX,
-    LOG_SUFFIX,
-    TIMEINDEX_SUFFIX,
-    InvalidBatchAt,
-    Segment,
-)
+from logd.storage.swap import CLEANER_CHECKPOINT_FILE, SWAP_SUFFIX, finish_interrupted_swaps
+from logd.storage.segment import LOG_SUFFIX, InvalidBatchAt, Segment
 
 logger = logging.getLogger("logd.storage")
 
@@ -62,18 +64,24 @@ class LoadedLog:
     clean_shutdown: bool
 
 
-def load_log(fs: FileSystem, directory: Path, config: LogConfig, clock_ms: Callable[[], int]) -> LoadedLog:
+def load_log(fs: FileSystem, directory: Path, config: LogConfig, clock_ms: Callable[[], int],
+             read_only: bool = False) -> LoadedLog:
     """Recover the partition in ``directory`` (steps in the module docstring)."""
-    created = not directory.exists()
-    fs.mkdir(directory)
-    if created:
-        fs.fsync_dir(directory.parent)
-    finish_interrupted_swaps(fs, directory)
-    bases = _clean_directory(fs, directory)
+    if read_only:
+        _check_servable_read_only(directory)
+    else:
+        created = not directory.exists()
+        fs.mkdir(directory)
+        if created:
+            fs.fsync_dir(directory.parent)
+        finish_interrupted_swaps(fs, directory)
+    bases = _clean_directory(fs, directory, read_only)
     checkpoint = read_checkpoint(fs, directory)
     now = clock_ms()
     segments = [Segment(fs, directory, base, config.index_interval_bytes, now) for base in bases]
     if not segments:
+        if read_only:
+            raise StorageError(f"{directory}: no segment, and the file system is read-only")
         start = checkpoint.log_start_offset if checkpoint else 0
         return LoadedLog([_create_active(fs, directory, start, config, now)], start, True)
     log_start_offset = segments[0].base_offset
@@ -82,10 +90,12 @@ def load_log(fs: FileSystem, directory: Path, config: LogConfig, clock_ms: Calla
     else:
         logger.warning("%s: no valid checkpoint; verifying the whole log", directory)
         checkpoint = Checkpoint(log_start_offset, segments[0].base_offset, segments[0].base_offset, 0, False)
-    segments = _delete_below(fs, directory, segments, log_start_offset)
-    segments = _recover(fs, directory, segments, checkpoint)
+    segments = _delete_below(fs, directory, segments, log_start_offset, read_only)
+    segments = _recover(fs, directory, segments, checkpoint, read_only)
     last = segments[-1]
     if log_start_offset > last.next_offset:
+        if read_only:
+            raise StorageError(f"{directory}: the log must be emptied, and the file system is read-only")
         # Unflushed data below the log start offset was lost: start afresh there.
         logger.warning("%s: log end %d is below the log start offset %d; emptying the log",
                        directory, last.next_offset, log_start_offset)
@@ -106,15 +116,23 @@ def _create_active(fs: FileSystem, directory: Path, base_offset: int, config: Lo
     return segment
 
 
-def _clean_directory(fs: FileSystem, directory: Path) -> list[int]:
-    """Delete leftovers; return the base offsets of the segments (sorted)."""
+def _check_servable_read_only(directory: Path) -> None:
+    if not directory.is_dir():
+        raise StorageError(f"{directory} does not exist, and the file system is read-only")
+    if any(name.endswith(SWAP_SUFFIX) for name in os.listdir(directory)):
+        raise StorageError(f"{directory}: a cleaner swap must be finished, and the file system is read-only")
+
+
+def _clean_directory(fs: FileSystem, directory: Path, read_only: bool = False) -> list[int]:
+    """Delete leftovers (read-only: leave them); return the segments' base offsets (sorted)."""
     logs: set[int] = set()
     indexes: list[tuple[int, Path]] = []
     removed = False
     for name in os.listdir(directory):
         path = directory / name
         if name.endswith(".tmp"):
-            removed |= unlink_if_exists(fs, path)
+            if not read_only:
+                removed |= unlink_if_exists(fs, path)
             continue
         match = _SEGMENT_FILE.match(name)
         if match is None:
@@ -127,19 +145,21 @@ def _clean_directory(fs: FileSystem, directory: Path) -> list[int]:
         else:
             indexes.append((base, path))
     for base, path in indexes:
-        if base not in logs:
+        if base not in logs and not read_only:
             removed |= unlink_if_exists(fs, path)
     if removed:
         fs.fsync_dir(directory)
     return sorted(logs)
 
 
-def _delete_below(fs: FileSystem, directory: Path, segments: list[Segment], log_start_offset: int) -> list[Segment]:
+def _delete_below(fs: FileSystem, directory: Path, segments: list[Segment], log_start_offset: int,
+                  read_only: bool = False) -> list[Segment]:
     keep = 0
     while keep + 1 < len(segments) and segments[keep + 1].base_offset <= log_start_offset:
-        segments[keep].delete_files_locked()
+        if not read_only:
+            segments[keep].delete_files_locked()
         keep += 1
-    if keep:
+    if keep and not read_only:
         fs.fsync_dir(directory)
     return segments[keep:]
 
@@ -156,16 +176,17 @@ def _recovery_index(segments: list[Segment], checkpoint: Checkpoint) -> tuple[in
     return index, position
 
 
-def _recover(fs: FileSystem, directory: Path, segments: list[Segment], checkpoint: Checkpoint) -> list[Segment]:
+def _recover(fs: FileSystem, directory: Path, segments: list[Segment], checkpoint: Checkpoint,
+             read_only: bool = False) -> list[Segment]:
     recovery_index, recovery_position = _recovery_index(segments, checkpoint)
     for i in range(recovery_index):
-        _load_trusted(fs, segments[i], segments[i + 1].base_offset)
+        _load_trusted(fs, segments[i], segments[i + 1].base_offset, read_only)
     changed_directory = False
     i = recovery_index
     while i < len(segments):
         segment = segments[i]
         is_last = i == len(segments) - 1
-        fd = fs.open(segment.log_path, os.O_RDWR)
+        fd = fs.open(segment.log_path, os.O_RDONLY if read_only else os.O_RDWR)
         try:
             file_size = fs.file_size(fd)
             valid_end, error = _verify(fs, fd, segment, recovery_position if i == recovery_index else 0)
@@ -174,29 +195,33 @@ def _recover(fs: FileSystem, directory: Path, segments: list[Segment], checkpoin
                 if any(os.stat(s.log_path).st_size for s in later):
                     reason = error.reason if error else "incomplete batch"
                     raise CorruptLogError(str(segment.log_path), valid_end, reason, segment.next_offset)
-                logger.warning("%s: dropped %d bytes after byte %d (%s)", segment.log_path,
-                               file_size - valid_end, valid_end, error.reason if error else "torn write")
-                fs.ftruncate(fd, valid_end)
-                for extra in later:
-                    extra.delete_files_locked()
-                    changed_directory = True
+                logger.warning("%s: dropped %d bytes after byte %d (%s)%s", segment.log_path,
+                               file_size - valid_end, valid_end, error.reason if error else "torn write",
+                               " (in memory only: read-only file system)" if read_only else "")
+                if not read_only:
+                    fs.ftruncate(fd, valid_end)
+                    for extra in later:
+                        extra.delete_files_locked()
+                        changed_directory = True
                 del segments[i + 1:]
                 is_last = True
             if not is_last and segment.next_offset > segments[i + 1].base_offset:
                 raise CorruptLogError(str(segment.log_path), segment.size, "batches overlap the next segment",
                                       segments[i + 1].base_offset)
-            fs.fsync(fd)
+            if not read_only:
+                fs.fsync(fd)
             if not is_last:
                 segment.next_offset = segments[i + 1].base_offset
-                segment.write_indexes_locked(final=True)
-                segment.drop_loaded_indexes()
+                if not read_only:  # else the rebuilt indexes stay loaded
+                    segment.write_indexes_locked(final=True)
+                    segment.drop_loaded_indexes()
         finally:
             fs.close(fd)
         i += 1
     if changed_directory:
         fs.fsync_dir(directory)
     last = segments[-1]
-    last.open_for_append_locked(create=False)
+    last.open_for_append_locked(create=False, read_only=read_only)
     return segments
 
 
@@ -208,10 +233,10 @@ def _verify(fs: FileSystem, fd: int, segment: Segment, trusted_position: int) ->
     return segment.continue_recovery_locked(fd, position)
 
 
-def _load_trusted(fs: FileSystem, segment: Segment, next_offset: int) -> None:
+def _load_trusted(fs: FileSystem, segment: Segment, next_offset: int, read_only: bool = False) -> None:
     """An older, fsynced segment: read its summary; rebuild its indexes if they look bad."""
     log_size = os.stat(segment.log_path).st_size
-    if segment.load_summary_locked(None, log_size, next_offset):
+    if segment.load_summary_locked(log_size, next_offset):
         return
     logger.warning("%s: missing or invalid index files; rebuilding them", segment.log_path)
     fd = fs.open(segment.log_path, os.O_RDONLY)
@@ -221,7 +246,8 @@ def _load_trusted(fs: FileSystem, segment: Segment, next_offset: int) -> None:
             reason = error.reason if error else "incomplete batch"
             raise CorruptLogError(str(segment.log_path), valid_end, reason, segment.next_offset)
         segment.next_offset = next_offset
-        segment.write_indexes_locked(final=True)
-        segment.drop_loaded_indexes()
+        if not read_only:  # else the rebuilt indexes stay loaded
+            segment.write_indexes_locked(final=True)
+            segment.drop_loaded_indexes()
     finally:
         fs.close(fd)

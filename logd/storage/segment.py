@@ -43,6 +43,7 @@ TIMEINDEX_SUFFIX = ".timeindex"
 
 # Fields read straight out of a batch header while walking a file.
 _BASE_AND_LENGTH = struct.Struct("<qi")  # base_offset, batch_length at 0
+_BATCH_LENGTH = struct.Struct("<i")  # at 8
 _WALK_FIELDS = struct.Struct("<i8xq")  # last_offset_delta at 23, max_timestamp at 35
 _WALK_CHUNK = 4096
 _VERIFY_CHUNK = 1024 * 1024
@@ -142,6 +143,8 @@ class Segment:
         self.deleted = False
         #: The open read-write handle while the segment is active, else None.
         self.write_handle: Handle | None = None
+        #: Active, but its file was closed to save a descriptor (reopened on next use).
+        self.parked = False
         self._offset_index: OffsetIndex | None = None
         self._time_index: TimeIndex | None = None
         self._max_timestamp_relative_offset = 0
@@ -153,9 +156,10 @@ class Segment:
 
     # -- writing (active segment, log lock held) ---------------------------------------
 
-    def open_for_append_locked(self, *, create: bool) -> None:
-        """Open the log file read-write (creating it if asked) and make the segment active."""
-        flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
+    def open_for_append_locked(self, *, create: bool, read_only: bool = False) -> None:
+        """Open the log file read-write (creating it if asked) and make the segment active
+        (``read_only``: open it read-only, for a log on a read-only file system)."""
+        flags = os.O_RDONLY if read_only else os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
         self.write_handle = Handle(self.fs, self.fs.open(self.log_path, flags))
         if create:
             self._offset_index = OffsetIndex()
@@ -203,9 +207,24 @@ class Segment:
 
     def deactivate_locked(self) -> None:
         """Stop being the active segment: drop the write handle (closed once unused)."""
+        self.parked = False
         if self.write_handle is not None:
             self.write_handle.release()
             self.write_handle = None
+
+    def park_locked(self) -> None:
+        """Stay active but close the file (once unused) until ``unpark_locked``: an idle
+        partition then holds no descriptor. The in-memory indexes stay."""
+        if self.write_handle is not None:
+            self.write_handle.release()
+            self.write_handle = None
+            self.parked = True
+
+    def unpark_locked(self, read_only: bool = False) -> None:
+        """Reopen the file of a parked active segment."""
+        if self.parked:
+            self.open_for_append_locked(create=False, read_only=read_only)
+            self.parked = False
 
     def truncate_locked(self, position: int, next_offset: int) -> None:
         """Cut the log at ``position`` (a batch boundary) and trim the indexes. The caller
@@ -323,7 +342,7 @@ class Segment:
             error = exc
         return self.size, error
 
-    def load_summary_locked(self, fd: int | None, log_size: int, next_offset: int) -> bool:
+    def load_summary_locked(self, log_size: int, next_offset: int) -> bool:
         """For an older segment at open: size, next offset and max timestamp from the last
         time index entry, without loading the indexes. False if the index files look
         invalid (the caller then rebuilds them)."""
@@ -376,12 +395,15 @@ class Segment:
         self.size, self.next_offset = size, next_offset
         self.max_timestamp_ms = max(self.max_timestamp_ms, max_timestamp_ms)
         if not self.deleted:
-            self.write_indexes_locked(final=True)
+            try:
+                self.write_indexes_locked(final=True)
+            except OSError as exc:  # derived data: the read goes on with the loaded indexes
+                logger.warning("%s: could not save the rebuilt indexes: %s", self.log_path, exc)
 
     def drop_loaded_indexes(self) -> None:
         """Forget an older segment's loaded indexes (memory); they reload on next use."""
         with self._load_lock:
-            if self.write_handle is None:
+            if self.write_handle is None and not self.parked:
                 self._offset_index = self._time_index = None
 
     def find_batch(self, fd: int, offset: int, hint: int, end: int) -> BatchPosition | None:
@@ -395,17 +417,33 @@ class Segment:
     def read_end(self, fd: int, start: int, max_bytes: int, end: int, floor: int, *, at_least_one: bool) -> int:
         """End of the whole batches from ``start`` (a batch boundary) that fit ``max_bytes``
         within ``[start, end)``; at least one batch when ``at_least_one``. ``floor`` is a
-        batch boundary <= ``start + max_bytes`` from the index, to walk from."""
+        batch boundary <= ``start + max_bytes`` from the index, to walk from.
+
+        The hot path of every fetch, hence a plain loop over length fields rather than
+        :func:`walk_batches`: usually one small read at ``floor``.
+        """
         if end - start <= max_bytes:
             return end
         target = start + max_bytes
         position = max(start, floor)
-        for batch in walk_batches(self.fs, fd, position, end, verify=False):
-            if batch.position + batch.size > target:
-                if batch.position == start and at_least_one:
-                    return start + batch.size
-                return batch.position
-            position = batch.position + batch.size
+        pread = self.fs.pread
+        chunk, chunk_start, read_size = b"", position, codec.LOG_OVERHEAD
+        while end - position >= codec.LOG_OVERHEAD:
+            relative = position - chunk_start
+            if len(chunk) - relative < codec.LOG_OVERHEAD:
+                chunk, chunk_start, relative = pread(fd, min(read_size, end - position), position), position, 0
+                if len(chunk) < codec.LOG_OVERHEAD:
+                    break
+            size = _BATCH_LENGTH.unpack_from(chunk, relative + 8)[0] + codec.LOG_OVERHEAD
+            if size < codec.HEADER_SIZE or position + size > end:
+                break  # cannot happen below the committed end, unless truncated meanwhile
+            if position + size > target:
+                if position == start and at_least_one:
+                    return start + size
+                return position
+            position += size
+            # Small batches: read their length fields a page at a time.
+            read_size = _WALK_CHUNK if size < _WALK_CHUNK else codec.LOG_OVERHEAD
         return position
 
     # -- deletion ------------------------------------------------------------------------
