@@ -107,6 +107,11 @@ def consume(
 def _position(consumer: Consumer, topic: str, group: str | None, partition: int | None, offset: int | None,
               start_ms: int | None, from_beginning: bool) -> None:
     if group is not None and partition is None:
+        if offset is not None or start_ms is not None:
+            # The group decides which partitions this consumer gets (Kafka's console
+            # consumer has the same rule); the group's committed offsets say where.
+            raise ValueError("--offset and --from-time need --partition when used with --group")
+        consumer.partitions_for_topic(topic)  # fail now if the topic does not exist
         consumer.subscribe([topic])
         return
     available = consumer.partitions_for_topic(topic)

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from logd_sdk import Admin, Consumer, TopicPartition
+from logd_sdk import Admin, Consumer, GroupNotEmptyError, TopicPartition
 
 from ._common import API_TIMEOUT_MS, BootstrapOption, Output, OutputOption, parse_time_ms, print_json, print_table
 
@@ -61,6 +61,7 @@ def reset_offsets(
         raise ValueError("give exactly one of --to-earliest, --to-latest, --to-offset N, --to-time TIME")
     if to_offset is not None and to_offset < 0:
         raise ValueError(f"--to-offset must be >= 0, got {to_offset}")
+    _check_inactive(bootstrap, group)
     plan = _plan(bootstrap, topic, to_earliest, to_latest, to_offset,
                  parse_time_ms(to_time, "--to-time") if to_time is not None else None)
     if execute:
@@ -72,6 +73,17 @@ def reset_offsets(
         print_table(["TOPIC", "PARTITION", "NEW_OFFSET"], [(tp.topic, tp.partition, o) for tp, o in plan.items()])
         if not execute:
             typer.echo("Dry run: nothing changed; add --execute to apply.", err=True)
+
+
+def _check_inactive(bootstrap: str, group: str) -> None:
+    """Refuse a plan for a group with live members, dry run included, as Kafka's tool does:
+    their commits would overwrite the reset anyway. (The broker refuses --execute itself.)"""
+    with Admin(bootstrap, default_api_timeout_ms=API_TIMEOUT_MS) as admin:
+        description = admin.describe_group(group)
+    if description.members:
+        raise GroupNotEmptyError(
+            f"cannot reset offsets of group {group}: it has {len(description.members)} live member(s) "
+            f"(state {description.state}); stop its consumers first")
 
 
 def _plan(bootstrap: str, topic: str, to_earliest: bool, to_latest: bool, to_offset: int | None,

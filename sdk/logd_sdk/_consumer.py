@@ -2,12 +2,22 @@
 
 The consumer keeps every partition's position in a :class:`SubscriptionState` and owns a
 :class:`Fetcher` thread that fills a bounded buffer; ``poll`` decodes from that buffer.
-This issue provides manual ``assign``; ``subscribe`` (group membership, KIP-848
-heartbeats) plugs in later by driving ``SubscriptionState.assign``.
+Partitions come from manual ``assign`` or from ``subscribe``: then a
+:class:`~logd_sdk._membership.GroupMembership` heartbeats in its own thread and drives
+the assignment (KIP-848; see that module for the protocol and the callbacks).
+
+``poll`` does the group work of the application's thread first: it runs queued
+``on_assign``/``on_revoke`` callbacks and revocations (commit, callback, release), and
+the auto-commit when ``auto_commit_interval_ms`` has passed, committing the positions
+reached by the records returned so far (Kafka's at-least-once rule: records returned by
+one poll count as processed when the next poll starts). Commits made while subscribed
+carry the member's id and epoch; a manually assigned consumer commits with member id ""
+and epoch -1, which the broker accepts only while the group has no members.
 
 Thread safety: every public method may be called from any thread; one condition
-(``self._lock``) guards the subscription state and the fetch buffer, and no RPC runs
-while it is held. ``close`` wakes a ``poll`` blocked in another thread (it returns []).
+(``self._lock``) guards the subscription state, the membership state and the fetch
+buffer, and no RPC or callback runs while it is held. ``close`` wakes a ``poll`` blocked
+in another thread (it returns []).
 """
 
 from __future__ import annotations
@@ -17,9 +27,17 @@ import threading
 import time
 from typing import Callable, Iterable, Iterator, Mapping
 
-from logd_sdk._errors import IllegalStateError, InvalidGroupIdError, LogdError, NotAssignedError
+from logd_sdk._errors import (
+    FencedMemberError,
+    IllegalStateError,
+    InvalidGroupIdError,
+    LogdError,
+    NotAssignedError,
+    UnknownMemberError,
+)
 from logd_sdk._fetcher import EARLIEST, LATEST, Fetcher, fetch_committed, list_offsets
-from logd_sdk._subscription import SubscriptionState
+from logd_sdk._membership import GroupMembership
+from logd_sdk._subscription import MANUAL, NONE, SUBSCRIBED, SubscriptionState
 from logd_sdk._transport import Transport
 from logd_sdk._types import Record, TopicPartition
 from logd_sdk.protocol import groups_pb2, topics_pb2
@@ -42,8 +60,14 @@ class Consumer:
 
     ``auto_offset_reset`` ("earliest", "latest", "none") says where to start without a
     committed offset and what to do when the position falls out of range ("none": poll
-    raises OffsetOutOfRangeError). ``group_id`` enables ``commit``/``committed`` and makes
-    assigned partitions start from the group's committed offsets. Fetch sizes are bytes.
+    raises OffsetOutOfRangeError). ``group_id`` enables ``subscribe``, ``commit`` and
+    ``committed`` and makes assigned partitions start from the group's committed offsets.
+    ``enable_auto_commit`` commits every ``auto_commit_interval_ms`` (inside ``poll``),
+    before a partition is revoked and on ``close``. ``session_timeout_ms`` (0: the broker's
+    10000) is how long the broker waits for a heartbeat before evicting the member;
+    ``heartbeat_interval_ms`` is accepted for Kafka compatibility but the broker sets the
+    interval (KIP-848). ``group_instance_id`` makes the member static: a restart within the
+    session timeout gets its partitions back. Fetch sizes are bytes.
     """
 
     def __init__(self, bootstrap: str = "127.0.0.1:7070", group_id: str | None = None, *,
@@ -67,7 +91,12 @@ class Consumer:
         self._auto_commit_interval_ms = auto_commit_interval_ms
         self._session_timeout_ms = session_timeout_ms
         self._heartbeat_interval_ms = heartbeat_interval_ms
+        self._request_timeout_ms = request_timeout_ms
+        self._retry_backoff_ms = retry_backoff_ms
         self._max_poll_records = max_poll_records
+        self._membership: GroupMembership | None = None
+        self._last_committed: dict[TopicPartition, int] = {}
+        self._next_auto_commit_at = time.monotonic() + auto_commit_interval_ms / 1000.0
         self._lock = threading.Condition(threading.Lock())
         self._closed = False
         self._iter_buffer: list[Record] = []
@@ -82,26 +111,76 @@ class Consumer:
     # -- assignment -----------------------------------------------------------------------
 
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
-        """Read exactly these partitions (replacing any previous assignment)."""
+        """Read exactly these partitions (replacing any previous assignment).
+
+        IllegalStateError while subscribed (call ``unsubscribe`` first)."""
         partitions = _flatten((list(partitions),))
         with self._lock:
             self._check_open_locked()
+            self._subs.set_mode(MANUAL)
             self._subs.assign(partitions)
+            if not partitions:
+                self._subs.mode = NONE
             self._fetcher.wakeup_locked()
 
     def assignment(self) -> set[TopicPartition]:
-        """The partitions currently assigned."""
+        """The partitions currently assigned (for a group member: not those being revoked)."""
         with self._lock:
             return set(self._subs.assignment)
 
     def subscribe(self, topics: Iterable[str], on_assign: Callable[[list[TopicPartition]], object] | None = None,
                   on_revoke: Callable[[list[TopicPartition]], object] | None = None) -> None:
-        """Join ``group_id`` and consume the partitions the group assigns (not yet available)."""
-        raise NotImplementedError("consumer groups (subscribe) are not available yet; use assign()")
+        """Join ``group_id`` and consume the partitions the group assigns to this member.
+
+        ``on_assign(partitions)`` and ``on_revoke(partitions)`` run in the thread calling
+        ``poll``: on_assign before any record of a new partition is returned, on_revoke
+        after the revoked partitions' positions were committed (auto-commit) and before
+        they are released to their next owner, on ``close``/``unsubscribe``, and when
+        the partitions were lost (fenced or the session expired; nothing committed then).
+        Calling it again replaces the topics and callbacks. Raises InvalidGroupIdError
+        without a ``group_id`` and IllegalStateError after ``assign``.
+        """
+        if isinstance(topics, str):
+            raise TypeError(f"subscribe() takes a list of topic names, got the str {topics!r}")
+        topics = list(topics)
+        for topic in topics:
+            if not isinstance(topic, str) or not topic:
+                raise TypeError(f"topic names must be non-empty str, got {topic!r}")
+        for callback in (on_assign, on_revoke):
+            if callback is not None and not callable(callback):
+                raise TypeError(f"callbacks must be callable, got {callback!r}")
+        group_id = self._require_group("subscribe")
+        if not topics:
+            self.unsubscribe()
+            return
+        with self._lock:
+            self._check_open_locked()
+            self._subs.set_mode(SUBSCRIBED)
+            if self._membership is None:
+                self._membership = GroupMembership(
+                    self._transport, group_id, self._subs, self._lock, self._fetcher.wakeup_locked, self._commit_sync,
+                    auto_commit=self._enable_auto_commit, session_timeout_ms=self._session_timeout_ms,
+                    group_instance_id=self.group_instance_id, request_timeout_ms=self._request_timeout_ms,
+                    retry_backoff_ms=self._retry_backoff_ms)
+            self._membership.subscribe_locked(topics, on_assign, on_revoke)
+
+    def subscription(self) -> set[str]:
+        """The subscribed topics (empty when not subscribed)."""
+        with self._lock:
+            return set(self._subs.topics) if self._subs.mode == SUBSCRIBED else set()
 
     def unsubscribe(self) -> None:
-        """Drop every partition."""
-        self.assign([])
+        """Drop every partition; a group member commits (auto-commit), calls on_revoke and
+        leaves the group at once."""
+        with self._lock:
+            subscribed = self._subs.mode == SUBSCRIBED
+        if subscribed and self._membership is not None:
+            self._membership.leave()
+        with self._lock:
+            self._subs.assign([])
+            self._subs.mode = NONE
+            self._drop_iter_buffer_locked()
+            self._fetcher.wakeup_locked()
 
     def partitions_for_topic(self, topic: str) -> set[int]:
         """The partition numbers of a topic (TopicNotFoundError if it does not exist)."""
@@ -114,29 +193,45 @@ class Consumer:
         """Records from the assigned partitions, waiting up to ``timeout_ms`` for the first.
 
         Returns at most ``max_records`` (default ``max_poll_records``), in offset order per
-        partition; [] when nothing arrived in time. Raises a partition's sticky error
+        partition; [] when nothing arrived in time. Runs the group callbacks and the
+        auto-commit first (see the module docstring). Raises a partition's sticky error
         (OffsetOutOfRangeError, TopicNotFoundError, CorruptRecordError, ...) until it is
-        seeked or unassigned, and NotAssignedError when nothing is assigned.
+        seeked or unassigned, the first exception a group callback raised, and
+        NotAssignedError when nothing is assigned and nothing subscribed.
         """
         limit = self._max_poll_records if max_records is None else max_records
         if limit < 1:
             raise ValueError(f"max_records must be >= 1, got {max_records}")
         deadline = time.monotonic() + max(0, timeout_ms) / 1000.0
-        with self._lock:
-            self._check_open_locked()
-            if not self._subs.assignment:
-                raise NotAssignedError("no partitions are assigned: call assign() first")
-            while True:
+        membership = None
+        while True:
+            if membership is not None:
+                membership.run_events()
+            self._maybe_auto_commit()
+            with self._lock:
+                self._check_open_locked()
+                membership = self._membership if self._subs.mode == SUBSCRIBED else None
+                if membership is not None:
+                    membership.check_locked()
+                    if membership.has_events_locked():
+                        continue
+                elif not self._subs.assignment:
+                    raise NotAssignedError("no partitions are assigned: call assign() or subscribe() first")
                 failed = self._subs.first_error()
                 if failed is not None:
                     raise failed[1].with_traceback(None)
                 records = self._fetcher.drain_locked(limit)
                 if records:
                     return records
-                remaining = deadline - time.monotonic()
+                now = time.monotonic()
+                remaining = deadline - now
                 if remaining <= 0 or self._closed:
                     return []
+                if self._auto_commit_on():
+                    remaining = min(remaining, max(0.001, self._next_auto_commit_at - now))
                 self._lock.wait(remaining)
+                if self._closed:
+                    return []
 
     def __iter__(self) -> Iterator[Record]:
         return self
@@ -183,11 +278,15 @@ class Consumer:
             self._fetcher.wakeup_locked()
 
     def position(self, partition: TopicPartition) -> int:
-        """The offset of the next record ``poll`` returns for ``partition``."""
+        """The offset of the next record ``poll`` returns for ``partition`` (also inside
+        ``on_revoke`` for the partitions being revoked)."""
         deadline = time.monotonic() + self._transport.api_timeout_ms / 1000.0
         while True:
             with self._lock:
                 self._check_open_locked()
+                revoking = self._subs.revoking.get(partition)
+                if revoking is not None and revoking.position is not None:
+                    return revoking.position
                 state = self._subs.state(partition)
                 if state.error is not None:
                     raise state.error.with_traceback(None)
@@ -235,19 +334,66 @@ class Consumer:
         return fetch_committed(self._transport, group_id, [partition])[partition]
 
     def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
-        """Commit the next offsets to read (default: the current positions) for the group."""
-        group_id = self._require_group("commit")
-        if offsets is None:
-            with self._lock:
-                offsets = {tp: s.position for tp, s in self._subs.assignment.items() if s.position is not None}
-        entries = []
+        """Commit the next offsets to read (default: the current positions) for the group.
+
+        Raises FencedMemberError when the group's coordinator refuses the commit: this
+        member no longer owns a partition (revoked, or lost after an eviction), or a
+        manually assigned consumer commits while the group has members.
+        """
+        self._require_group("commit")
+        with self._lock:
+            self._check_open_locked()
+            if self._membership is not None and self._subs.mode == SUBSCRIBED:
+                self._membership.check_session_locked()
+            if offsets is None:
+                offsets = self._subs.positions()
+        checked: dict[TopicPartition, int] = {}
         for tp, offset in offsets.items():
+            if not isinstance(tp, TopicPartition):
+                raise TypeError(f"expected TopicPartition keys, got {tp!r}")
             if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
                 raise ValueError(f"offset for {tp} must be an int >= 0, got {offset!r}")
-            entries.append(groups_pb2.CommitOffsetsRequest.Offset(topic=tp.topic, partition=tp.partition, offset=offset))
-        if entries:
-            request = groups_pb2.CommitOffsetsRequest(group_id=group_id, member_id="", member_epoch=-1, offsets=entries)
-            self._transport.call(self._transport.groups.CommitOffsets, request)
+            checked[tp] = offset
+        self._commit_sync(checked)
+
+    def _commit_sync(self, offsets: Mapping[TopicPartition, int], timeout_ms: int | None = None) -> None:
+        """One CommitOffsets call with this consumer's group identity (see the module docstring)."""
+        if not offsets:
+            return
+        with self._lock:
+            membership = self._membership if self._subs.mode == SUBSCRIBED else None
+            member_id, epoch = membership.identity_locked() if membership is not None else ("", -1)
+        entries = [groups_pb2.CommitOffsetsRequest.Offset(topic=tp.topic, partition=tp.partition, offset=offset)
+                   for tp, offset in offsets.items()]
+        request = groups_pb2.CommitOffsetsRequest(group_id=self.group_id, member_id=member_id, member_epoch=epoch,
+                                                  offsets=entries)
+        try:
+            self._transport.call(self._transport.groups.CommitOffsets, request, timeout_ms=timeout_ms)
+        except (FencedMemberError, UnknownMemberError) as exc:
+            if membership is not None:
+                membership.commit_fenced()
+            # An evicted member is unknown to the broker: to the application it is fenced.
+            raise FencedMemberError(str(exc)) from None
+        with self._lock:
+            self._last_committed.update(offsets)
+
+    def _auto_commit_on(self) -> bool:
+        return self.group_id is not None and self._enable_auto_commit
+
+    def _maybe_auto_commit(self) -> None:
+        """Commit the positions that moved, once ``auto_commit_interval_ms`` has passed."""
+        if not self._auto_commit_on() or time.monotonic() < self._next_auto_commit_at:
+            return
+        with self._lock:
+            if self._closed:
+                return
+            self._next_auto_commit_at = time.monotonic() + self._auto_commit_interval_ms / 1000.0
+            offsets = {tp: offset for tp, offset in self._subs.positions(self._subs.assignment).items()
+                       if self._last_committed.get(tp) != offset}
+        try:
+            self._commit_sync(offsets, timeout_ms=min(self._request_timeout_ms, max(1000, self._auto_commit_interval_ms)))
+        except LogdError as exc:
+            log.warning("auto-commit failed: %s", exc)
 
     def _require_group(self, what: str) -> str:
         if self.group_id is None:
@@ -257,15 +403,26 @@ class Consumer:
     # -- lifecycle ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop fetching and close the channel (committing first with auto-commit). Idempotent."""
+        """Stop fetching and close the channel. Idempotent. A group member commits (with
+        auto-commit), calls on_revoke and leaves the group at once (a static member keeps
+        its partitions for ``session_timeout_ms``); a manually assigned consumer with a
+        group_id commits its positions with auto-commit."""
         with self._lock:
             if self._closed:
                 return
-        if self.group_id is not None and self._enable_auto_commit:
+            subscribed = self._subs.mode == SUBSCRIBED
+        if subscribed and self._membership is not None:
+            try:
+                self._membership.leave()
+            except Exception:
+                log.exception("leaving the group on close failed")
+        elif self._auto_commit_on():
             try:
                 self.commit()
             except LogdError as exc:
                 log.warning("commit on close failed: %s", exc)
+        if self._membership is not None:
+            self._membership.stop()
         with self._lock:
             self._closed = True
             self._fetcher.close_locked()

@@ -6,10 +6,21 @@ data is buffered), a pending ``reset_to`` lookup, a sticky ``error`` that ``poll
 raises until the partition is seeked or reassigned, and an ``epoch`` that changes on
 every seek or reset so that data fetched before it is dropped.
 
-Manual ``assign`` sets the assignment directly; a group membership component (the
-groups issue) will call :meth:`SubscriptionState.assign` with what the coordinator
-hands out, and ``reset_to = "committed"`` makes the fetcher start from the group's
-committed offsets.
+Two ways to get partitions (Kafka's rule: one or the other, not both):
+
+* manual ``assign`` (:meth:`SubscriptionState.assign`) sets the assignment directly;
+* ``subscribe`` records the topics (:attr:`SubscriptionState.topics`) and the group
+  membership component (``_membership``) drives :meth:`add`, :meth:`start_revoking`,
+  :meth:`release` and :meth:`drop_all` with what the coordinator hands out.
+
+With a ``group_id`` new partitions start with ``reset_to = "committed"``: the fetcher
+looks up the group's committed offset and falls back to ``auto_offset_reset``.
+
+Revocation is in two steps. :meth:`start_revoking` moves a partition from
+``assignment`` to ``revoking`` at once: the fetcher never sees it again and buffered
+or in-flight data for it is dropped (``drain`` skips partitions missing from
+``assignment``), so ``poll`` returns none of its records from then on; its position
+stays, for the commit that precedes the release. :meth:`release` then forgets it.
 
 Thread safety: not locked itself; the consumer's lock guards every access.
 """
@@ -19,11 +30,13 @@ from __future__ import annotations
 import itertools
 from typing import Iterable
 
-from logd_sdk._errors import LogdError, NotAssignedError
+from logd_sdk._errors import IllegalStateError, LogdError, NotAssignedError
 from logd_sdk._types import TopicPartition
 
 RESET_STRATEGIES = ("earliest", "latest", "none")
 _epochs = itertools.count(1)
+
+NONE, MANUAL, SUBSCRIBED = "none", "manual", "subscribed"
 
 
 class PartitionState:
@@ -58,7 +71,7 @@ class PartitionState:
 
 
 class SubscriptionState:
-    """The assignment and each partition's :class:`PartitionState`."""
+    """The assignment, each partition's :class:`PartitionState`, and the subscription."""
 
     def __init__(self, auto_offset_reset: str, use_committed: bool) -> None:
         if auto_offset_reset not in RESET_STRATEGIES:
@@ -66,12 +79,73 @@ class SubscriptionState:
         self.auto_offset_reset = auto_offset_reset
         self.use_committed = use_committed
         self.assignment: dict[TopicPartition, PartitionState] = {}
+        # Owned partitions being revoked: not fetched, not returned, position kept.
+        self.revoking: dict[TopicPartition, PartitionState] = {}
+        self.mode = NONE
+        self.topics: tuple[str, ...] = ()
+
+    # -- how partitions are chosen -----------------------------------------------------
+
+    def set_mode(self, mode: str) -> None:
+        """Enter ``mode`` (MANUAL or SUBSCRIBED); IllegalStateError when the other is on."""
+        if self.mode not in (NONE, mode):
+            other = "assign()" if self.mode == MANUAL else "subscribe()"
+            raise IllegalStateError(f"this consumer already uses {other}: call unsubscribe() before switching")
+        self.mode = mode
 
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
         """Replace the assignment; partitions kept keep their state."""
         wanted = list(dict.fromkeys(partitions))
-        initial = "committed" if self.use_committed else self.auto_offset_reset
-        self.assignment = {tp: self.assignment.get(tp) or PartitionState(initial) for tp in wanted}
+        self.assignment = {tp: self.assignment.get(tp) or PartitionState(self._initial()) for tp in wanted}
+
+    def _initial(self) -> str:
+        return "committed" if self.use_committed else self.auto_offset_reset
+
+    # -- group membership (see the module docstring) -------------------------------------
+
+    def owned(self) -> set[TopicPartition]:
+        """Every partition the group member owns: assigned or being revoked."""
+        return set(self.assignment) | set(self.revoking)
+
+    def add(self, tp: TopicPartition) -> bool:
+        """Own ``tp`` again or anew; True when it is new (not taken back from revoking)."""
+        state = self.revoking.pop(tp, None)
+        if state is None:
+            self.assignment.setdefault(tp, PartitionState(self._initial()))
+            return True
+        # Its buffered data was dropped: fetch again from what poll returned last.
+        if state.position is not None:
+            state.seek(state.position)
+        else:
+            state.request_reset(self._initial())
+        self.assignment[tp] = state
+        return False
+
+    def start_revoking(self, tp: TopicPartition) -> None:
+        """Stop fetching and returning ``tp``; keep its position for the final commit."""
+        state = self.assignment.pop(tp)
+        state.reset_to = None  # nothing to look up any more: no position means nothing to commit
+        state.epoch = next(_epochs)
+        self.revoking[tp] = state
+
+    def release(self, tp: TopicPartition) -> bool:
+        """Forget a revoked partition; False when it was not being revoked any more."""
+        return self.revoking.pop(tp, None) is not None
+
+    def drop_all(self) -> list[TopicPartition]:
+        """Forget every owned partition at once (lost, or unsubscribed); returns them."""
+        dropped = sorted(self.owned())
+        self.assignment = {}
+        self.revoking = {}
+        return dropped
+
+    def positions(self, partitions: Iterable[TopicPartition] | None = None) -> dict[TopicPartition, int]:
+        """Known positions of owned partitions (all, or those given)."""
+        owned = {**self.revoking, **self.assignment}
+        wanted = owned if partitions is None else {tp: owned[tp] for tp in partitions if tp in owned}
+        return {tp: state.position for tp, state in wanted.items() if state.position is not None}
+
+    # -- lookups -------------------------------------------------------------------------
 
     def state(self, tp: TopicPartition) -> PartitionState:
         """The state of an assigned partition; NotAssignedError otherwise."""
@@ -79,7 +153,8 @@ class SubscriptionState:
             raise TypeError(f"expected a TopicPartition, got {tp!r}")
         state = self.assignment.get(tp)
         if state is None:
-            raise NotAssignedError(f"{tp.topic}-{tp.partition} is not assigned to this consumer; assign() it first")
+            how = "it is not in the group's assignment" if self.mode == SUBSCRIBED else "assign() it first"
+            raise NotAssignedError(f"{tp.topic}-{tp.partition} is not assigned to this consumer; {how}")
         return state
 
     def partitions_or_all(self, partitions: Iterable[TopicPartition]) -> list[TopicPartition]:
