@@ -163,10 +163,11 @@ class Producer:
             timestamp_ms = int(now * 1000)
         elif isinstance(timestamp_ms, bool) or not isinstance(timestamp_ms, int):
             raise TypeError(f"timestamp_ms must be an int, got {timestamp_ms!r}")
-        future = self._accumulator.append(topic, partition, partitions, timestamp_ms, key, value, encoded_headers,
-                                          size, metadata.batch_limit)
-        if self._accumulator.batch_filled:
-            self._accumulator.batch_filled = False
+        accumulator = self._accumulator
+        future = accumulator.append(topic, partition, partitions, timestamp_ms, key, value, encoded_headers,
+                                    size, metadata.batch_limit)
+        if accumulator.batch_filled:
+            accumulator.batch_filled = False
             self._sender.send_ready_now()
         return future
 

@@ -5,8 +5,13 @@ batch, see ``send_ready_now``): under the accumulator's lock, wait until fewer t
 ``max_in_flight`` requests are outstanding and some partition has a ready batch (full,
 lingered ``linger_ms``, being flushed, or due for a retry); drain ready batches of
 unmuted partitions up to ``max_request_size``; mute those partitions; then, outside the
-lock, encode the batches (join + zstd, which releases the GIL) and start the RPC as a
-gRPC future. Responses are handled on gRPC's callback thread.
+lock, encode the batches (join + zstd, which releases the GIL) and send the RPC.
+When it is the only request in flight (always so with one partition), the sender thread
+makes a blocking call and handles the answer itself, then drains again at once: a gRPC
+future would start grpcio's channel-spin thread anew for every such call and hand the
+answer over through it (about 9% of the producer's CPU, and two thread switches per
+request). Otherwise the RPC is a gRPC future and its answer is handled on gRPC's
+callback thread, so that requests for other partitions overlap.
 
 Ordering: a partition is muted while a request carrying it is in flight, so batches of
 one partition are appended in order even across retries; requests for different
@@ -17,14 +22,37 @@ expiries put the batches back at the front of their partitions after an exponent
 backoff, until each batch's ``delivery_timeout_ms`` is spent; the batch keeps its bytes
 and sequence number. Other errors fail the batch's futures with the typed error.
 
-Idempotence: with ``enable_idempotence`` the first request asks for a producer id and
-each batch carries a per-partition base sequence; a broker without InitProducerId turns
-it off.
+Idempotence (``enable_idempotence``, the default; Kafka's idempotent producer): the
+first send asks the broker for a producer id (InitProducerId) and each batch carries a
+per-partition base sequence (the sequence of its first record; the next batch of the
+partition starts after its last record, wrapping at 2^31), assigned when the batch is
+first encoded and kept with its bytes for every retry. The broker remembers each
+producer's last batches per partition and answers a retried batch it already wrote with
+the original offsets instead of writing it again: a reply lost after the append (a
+timeout, a reset connection, a broker killed before answering) costs no duplicate.
+
+One request in flight per partition (the muting above) is what keeps this simple: a
+partition's batches reach the broker in sequence order, so the broker only has to check
+"last sequence + 1" (a gap is OUT_OF_ORDER_SEQUENCE), a retry is always of the newest
+batches, and a retried request carries only its own batches (see
+``RecordAccumulator.drain_locked``). Kafka allows up to 5 in flight and pays for it with
+reordering logic in both client and broker.
+
+When a sent batch fails for good, its sequences are settled: if the broker refused it
+(a per-partition error such as TOPIC_NOT_FOUND) nothing was written and the next batch
+reuses them; if the outcome is unknown (retries exhausted on UNAVAILABLE or a timeout)
+or the broker disagrees about the sequence (OUT_OF_ORDER_SEQUENCE,
+UNKNOWN_PRODUCER_ID, INVALID_PRODUCER_EPOCH: the futures fail with
+``OutOfOrderSequenceError``, ``UnknownProducerIdError``, ``ProducerFencedError``), the
+producer drops its producer id and asks for a new one: its sequences restart at 0 (Kafka
+resets the producer id likewise). A broker that does not implement InitProducerId turns
+idempotence off; with it off batches carry producer id -1 and retries may duplicate.
 """
 
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 import time
 from typing import Callable
@@ -36,6 +64,10 @@ from logd_sdk._accumulator import ProducerBatch, RecordAccumulator
 from logd_sdk._errors import (
     BrokerUnavailableError,
     IllegalStateError,
+    OutOfOrderSequenceError,
+    ProducerFencedError,
+    UnknownProducerIdError,
+    UnsupportedVersionError,
     LogdError,
     LogdTimeoutError,
     PartitionNotFoundError,
@@ -48,6 +80,12 @@ from logd_sdk.protocol import log_pb2
 log = logging.getLogger("logd_sdk.producer")
 
 _PartitionData = log_pb2.ProduceRequest.PartitionData
+_SEQUENCE_MODULUS = 1 << 31
+#: producer_id, producer_epoch, base_sequence at byte 43 of a batch header (see codec).
+_PRODUCER_FIELDS = struct.Struct("<qhi")
+_PRODUCER_FIELDS_AT = 43
+#: Errors after which the broker's and the producer's idea of the sequences differ.
+_SEQUENCE_ERRORS = (OutOfOrderSequenceError, UnknownProducerIdError, ProducerFencedError)
 
 
 class Sender(threading.Thread):
@@ -70,8 +108,9 @@ class Sender(threading.Thread):
         self._idempotent = enable_idempotence
         self._producer_id = codec.NO_PRODUCER_ID
         self._producer_epoch = codec.NO_PRODUCER_EPOCH
-        self._sequences: dict[tuple[str, int], int] = {}
-        self._producer_id_lock = threading.Lock()
+        self._sequences: dict[tuple[str, int], int] = {}  # next base sequence per partition
+        self._sequence_lock = threading.Lock()  # guards the producer id, epoch and sequences
+        self._producer_id_lock = threading.Lock()  # one InitProducerId at a time
         self._on_metadata_error = on_metadata_error
         # Guarded by the accumulator's lock:
         self._in_flight = 0
@@ -100,7 +139,8 @@ class Sender(threading.Thread):
                 batches = self._next_batches()
                 if batches is None:
                     return
-                self._send(batches)
+                # Alone in flight (always so for one partition): a blocking call, see _send.
+                self._send(batches, blocking=self._in_flight == 1)
         except Exception:  # pragma: no cover - a bug; fail loudly rather than hang futures
             log.exception("producer sender thread died")
             raise
@@ -121,16 +161,25 @@ class Sender(threading.Thread):
                 acc.sender_wakeup.wait(timeout)
 
     def send_ready_now(self) -> None:
-        """Send ready batches from the calling (producing) thread, if a request slot is free.
+        """Compress the batches that filled up and send ready batches from the calling
+        (producing) thread, if a request slot is free.
 
         ``send`` calls this when a batch fills up: handing it to the sender thread would
         cost a GIL handoff (up to the interpreter's 5 ms switch interval while the caller
-        keeps producing), which showed as 3-7x higher acknowledgement latency.
+        keeps producing), which showed as 3-7x higher acknowledgement latency. For the
+        same reason full batches are compressed here rather than when drained: in the
+        sender thread every GIL release (zstd) costs up to one switch interval to get the
+        GIL back from a busy producing thread, which made encoding 3 ms a 256 KiB batch
+        and, with one request in flight per partition, capped throughput (the batches of
+        the next request are now compressed while the current one is in flight).
         """
         with self._acc.lock:
             if self._forced:
                 return
+            filled = self._acc.take_filled_locked()
             batches, _ = self._take_locked(time.monotonic())
+        for batch in filled:
+            batch.compress_ahead(self._codec)
         if batches:
             self._send(batches)
 
@@ -148,8 +197,8 @@ class Sender(threading.Thread):
     # -- requests -------------------------------------------------------------------------
 
     def _ensure_producer_id(self) -> None:
-        if not self._idempotent or self._producer_id != codec.NO_PRODUCER_ID:
-            return
+        """Ask for a producer id unless there is one; raises the typed error of a failed
+        InitProducerId (BrokerUnavailableError is retriable: the batches wait)."""
         with self._producer_id_lock:  # the sender thread and a producing thread may race here
             if self._idempotent and self._producer_id == codec.NO_PRODUCER_ID:
                 self._init_producer_id()
@@ -158,44 +207,81 @@ class Sender(threading.Thread):
         try:
             response = self._transport.call(self._transport.log.InitProducerId, log_pb2.InitProducerIdRequest(),
                                             timeout_ms=int(self._request_timeout_s * 1000))
-            self._producer_id, self._producer_epoch = response.producer_id, response.producer_epoch
-        except LogdError as exc:
-            log.warning("idempotence turned off: no producer id from the broker (%s)", exc)
+        except UnsupportedVersionError as exc:
+            log.warning("idempotence turned off: the broker does not issue producer ids (%s)", exc)
             self._idempotent = False
+            return
+        with self._sequence_lock:
+            self._producer_id, self._producer_epoch = response.producer_id, response.producer_epoch
+            self._sequences.clear()
 
-    def _send(self, batches: list[ProducerBatch]) -> None:
-        self._ensure_producer_id()
+    def _send(self, batches: list[ProducerBatch], blocking: bool = False) -> None:
         groups: dict[tuple[str, int], list[ProducerBatch]] = {}
         for batch in batches:
             groups.setdefault((batch.topic, batch.partition), []).append(batch)
         partitions = []
-        for (topic, partition), group in groups.items():
-            data = [self._encode(batch) for batch in group]
-            partitions.append(_PartitionData(topic=topic, partition=partition,
-                                             batches=data[0] if len(data) == 1 else b"".join(data)))
+        try:
+            for (topic, partition), group in groups.items():
+                data = [self._encode(batch) for batch in group]
+                partitions.append(_PartitionData(topic=topic, partition=partition,
+                                                 batches=data[0] if len(data) == 1 else b"".join(data)))
+        except LogdError as exc:  # no producer id to be had now
+            self._finish(groups, rpc_error=exc, rpc_retriable=exc.retriable)
+            return
         request = log_pb2.ProduceRequest(partitions=partitions, acks=self._acks)
+        if blocking:
+            self._complete(lambda: self._transport.log.Produce(request, timeout=self._request_timeout_s), groups)
+            return
         try:
             future = self._transport.log.Produce.future(request, timeout=self._request_timeout_s)
         except Exception as exc:  # the channel was closed under us
             self._finish(groups, rpc_error=IllegalStateError(f"cannot send: {exc}"))
             return
-        future.add_done_callback(lambda f: self._on_response(f, groups))
+        future.add_done_callback(lambda f: self._complete(f.result, groups))
 
     def _encode(self, batch: ProducerBatch) -> bytes:
+        """The batch's bytes; on the first call its producer id and sequences are assigned."""
         if batch.encoded is not None:
             return batch.encoded
-        sequence = codec.NO_SEQUENCE
-        if self._idempotent:
-            key = (batch.topic, batch.partition)
-            sequence = self._sequences.get(key, 0)
-            self._sequences[key] = (sequence + batch.count) & 0x7FFFFFFF
-        return batch.encode(self._codec, self._producer_id, self._producer_epoch, sequence)
+        producer_id, producer_epoch, sequence = self._next_sequence(batch)
+        return batch.encode(self._codec, producer_id, producer_epoch, sequence)
+
+    def _next_sequence(self, batch: ProducerBatch) -> tuple[int, int, int]:
+        """(producer id, epoch, base sequence) for a new batch; takes its records' sequences."""
+        while self._idempotent:
+            with self._sequence_lock:
+                if self._producer_id != codec.NO_PRODUCER_ID:
+                    key = (batch.topic, batch.partition)
+                    sequence = self._sequences.get(key, 0)
+                    self._sequences[key] = (sequence + batch.count) % _SEQUENCE_MODULUS
+                    return self._producer_id, self._producer_epoch, sequence
+            self._ensure_producer_id()
+        return codec.NO_PRODUCER_ID, codec.NO_PRODUCER_EPOCH, codec.NO_SEQUENCE
+
+    def _settle_sequences(self, key: tuple[str, int], group: list[ProducerBatch], error: LogdError,
+                          outcome_unknown: bool) -> None:
+        """After the sent batches of one partition failed for good (see the module docstring)."""
+        producer_id, _, first_sequence = _PRODUCER_FIELDS.unpack_from(group[0].encoded, _PRODUCER_FIELDS_AT)
+        if producer_id < 0:
+            return  # not idempotent
+        with self._sequence_lock:
+            if producer_id != self._producer_id:
+                return  # numbered under a producer id dropped since
+            if outcome_unknown or isinstance(error, _SEQUENCE_ERRORS):
+                log.warning("dropping producer id %d after %s: %s", producer_id, type(error).__name__, error)
+                self._producer_id, self._producer_epoch = codec.NO_PRODUCER_ID, codec.NO_PRODUCER_EPOCH
+                self._sequences.clear()
+            else:
+                # The broker wrote none of them (and no later batch of the partition was
+                # numbered: retried batches go out together): the next batch reuses them.
+                self._sequences[key] = first_sequence
 
     # -- responses (gRPC callback thread) --------------------------------------------------
 
-    def _on_response(self, future: grpc.Future, groups: dict[tuple[str, int], list[ProducerBatch]]) -> None:
+    def _complete(self, get_response: Callable[[], log_pb2.ProduceResponse],
+                  groups: dict[tuple[str, int], list[ProducerBatch]]) -> None:
         try:
-            response = future.result()
+            response = get_response()
         except grpc.RpcError as exc:
             status = exc.code()  # type: ignore[attr-defined]
             error = error_from_rpc(exc, self._transport.target)
@@ -235,9 +321,8 @@ class Sender(threading.Thread):
                 continue
             if isinstance(error, (TopicNotFoundError, PartitionNotFoundError)):
                 self._on_metadata_error(key[0])
-            if self._idempotent and group[0].encoded is not None:
-                # The broker appended none of them: the next batch reuses their sequences.
-                self._sequences[key] = codec.HEADER.unpack_from(group[0].encoded)[11]
+            if group[0].encoded is not None:
+                self._settle_sequences(key, group, error, outcome_unknown=rpc_error is not None or retriable)
             for batch in group:
                 done.append((batch, -1, error))
         attempt = max((b.attempts for b in retry), default=0)

@@ -1,0 +1,237 @@
+#!/usr/bin/env python
+"""End-to-end latency through the logd SDK at a fixed rate: send() to poll() returning it.
+
+    python scripts/latency.py [--rate 5000] [--seconds 10] [--partitions 1] [--linger-ms 1]
+                              [--warmup-s 1] [--bootstrap HOST:PORT] [--json] [--dump FILE]
+
+Starts its own broker (as ``scripts/bench.py`` does) unless ``--bootstrap`` is given,
+creates a topic, starts a consumer thread (``assign`` + ``poll``) and then, from the main
+thread, sends record i when it comes due (i / rate seconds after the start; every record
+due is sent at each wake-up), noting ``perf_counter()`` just before ``send``. The value
+starts with the record's index (8 bytes), so the consumer matches each record to its send
+time whatever partition it took. Keys come from 10,000 users, values are ~108 bytes.
+
+Reports, over the records sent after ``--warmup-s``: end-to-end latency (send to the poll
+that returned it) and acknowledgement latency (send to its future resolving) as p50, p99,
+p99.9 and max in ms. With its own broker (started with ``--metrics-listen``) it also reports
+the broker's fsync latency over the run, read from ``logd_fsync_duration_seconds``: the
+p50/p99/max bucket bounds, the share over 5 ms and the count over 50 ms: the disk's part
+of the tail (an acknowledged record waits for one fsync; while one fsync stalls, every
+record sent meanwhile waits for it). With ``--json`` the last line is one JSON object
+of those figures; ``--dump FILE`` writes ``send_time_s e2e_ms ack_ms`` per record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+from bench import USERS, free_port, make_values  # scripts/ is on sys.path when run as a script
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from logd_sdk import Admin, Consumer, Producer, TopicPartition
+
+_INDEX = struct.Struct("<Q")
+
+
+def start_broker(data_dir: Path) -> tuple[subprocess.Popen, str, str]:
+    """``logd serve`` with metrics on; returns the process, its address and /metrics URL."""
+    address, metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    process = subprocess.Popen([sys.executable, "-m", "logd.cli", "serve", "--data-dir", str(data_dir),
+                                "--listen", address, "--metrics-listen", metrics, "--log-level", "WARNING"],
+                               stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise SystemExit(f"broker exited with {process.returncode}")
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=0.5).status == \
+                        health_pb2.HealthCheckResponse.SERVING:
+                    return process, address, f"http://{metrics}/metrics"
+            except grpc.RpcError:
+                pass
+            time.sleep(0.05)  # polling the health service until it serves
+    process.kill()
+    raise SystemExit("broker did not become ready in 30 s")
+
+
+def fsync_buckets(metrics_url: str) -> list[tuple[float, float]]:
+    """Cumulative (upper bound s, count) of logd_fsync_duration_seconds."""
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    buckets = []
+    for line in text.splitlines():
+        if line.startswith("logd_fsync_duration_seconds_bucket{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float("inf") if bound == "+Inf" else float(bound), float(line.rsplit(" ", 1)[1])))
+    return sorted(buckets)
+
+
+def fsync_summary(before: list[tuple[float, float]], after: list[tuple[float, float]]) -> dict[str, float]:
+    """The run's fsyncs (after - before): count, p50/p99 as bucket upper bounds (ms), share > 5 ms."""
+    counts = [(bound, count - dict(before).get(bound, 0.0)) for bound, count in after]
+    total = counts[-1][1] if counts else 0.0
+    if not total:
+        return {"count": 0}
+
+    def bound_ms(fraction: float) -> float:
+        return next(round(bound * 1000, 2) for bound, count in counts if count >= fraction * total)
+
+    def over(seconds: float) -> int:
+        return int(total - next((count for bound, count in counts if bound >= seconds), total))
+
+    return {"count": int(total), "p50_le_ms": bound_ms(0.5), "p99_le_ms": bound_ms(0.99),
+            "over_5ms_share": round(over(0.005) / total, 4), "over_50ms": over(0.05),
+            "max_le_ms": bound_ms(1.0)}
+
+
+def percentiles_ms(samples: list[float]) -> dict[str, float]:
+    if not samples:
+        return {"p50": float("nan"), "p99": float("nan"), "p999": float("nan"), "max": float("nan")}
+    ordered = sorted(samples)
+    n = len(ordered)
+
+    def at(fraction: float) -> float:
+        return round(ordered[min(n - 1, int(fraction * n))] * 1000.0, 3)
+
+    return {"p50": at(0.50), "p99": at(0.99), "p999": at(0.999), "max": round(ordered[-1] * 1000.0, 3)}
+
+
+def run(address: str, topic: str, partitions: int, rate: float, seconds: float, linger_ms: float,
+        warmup_s: float, dump: str | None = None) -> dict:
+    count = max(1, int(rate * seconds))
+    keys = [b"user-%05d" % (i % USERS) for i in range(count)]
+    pool = make_values(min(count, 4096), 100)
+    values = [_INDEX.pack(i) + pool[i % len(pool)] for i in range(count)]
+    sent = [0.0] * count
+    received = [0.0] * count
+    acked = [0.0] * count
+    state = {"received": 0, "error": None}
+    done = threading.Event()
+
+    consumer = Consumer(address, auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
+
+    def consume() -> None:
+        perf = time.perf_counter
+        unpack = _INDEX.unpack_from
+        try:
+            while state["received"] < count and not done.is_set():
+                records = consumer.poll(timeout_ms=200, max_records=10_000)
+                now = perf()
+                for record in records:
+                    received[unpack(record.value)[0]] = now
+                state["received"] += len(records)
+        except BaseException as exc:  # reported by the main thread
+            state["error"] = exc
+
+    thread = threading.Thread(target=consume, name="latency-consumer", daemon=True)
+    try:
+        with Producer(address, linger_ms=linger_ms) as producer:
+            producer.partitions_for(topic)  # metadata outside the measurement
+            thread.start()
+            perf = time.perf_counter
+            send = producer.send
+            started = perf()
+            next_index = 0
+            while next_index < count:
+                now = perf()
+                due = min(count, int((now - started) * rate) + 1)
+                if due <= next_index:
+                    time.sleep(started + next_index / rate - now)  # pacing to the fixed rate
+                    continue
+                for i in range(next_index, due):
+                    sent[i] = perf()
+                    send(topic, values[i], keys[i]).add_done_callback(
+                        lambda f, i=i: acked.__setitem__(i, perf()))
+                next_index = due
+            producer.flush()
+            deadline = time.monotonic() + 30
+            while state["received"] < count and state["error"] is None and time.monotonic() < deadline:
+                thread.join(0.05)
+    finally:
+        done.set()
+        thread.join(5)
+        consumer.close()
+    if state["error"] is not None:
+        raise state["error"]
+    if state["received"] < count:
+        raise SystemExit(f"only {state['received']} of {count} records arrived")
+    first = min(count - 1, int(rate * warmup_s))
+    e2e = [received[i] - sent[i] for i in range(first, count)]
+    ack = [acked[i] - sent[i] for i in range(first, count) if acked[i]]
+    if dump:
+        with open(dump, "w") as out:
+            for i in range(first, count):
+                out.write(f"{sent[i] - sent[0]:.6f} {(received[i] - sent[i]) * 1000:.3f} "
+                          f"{((acked[i] - sent[i]) * 1000) if acked[i] else float('nan'):.3f}\n")
+    return {"rate": rate, "seconds": seconds, "partitions": partitions, "linger_ms": linger_ms,
+            "records": count, "measured": count - first,
+            "e2e_ms": percentiles_ms(e2e), "ack_ms": percentiles_ms(ack)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=5000.0, help="records per second")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--partitions", type=int, default=1)
+    parser.add_argument("--linger-ms", type=float, default=1.0)
+    parser.add_argument("--warmup-s", type=float, default=1.0)
+    parser.add_argument("--bootstrap", default=None, help="use this broker instead of starting one")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    parser.add_argument("--dump", default=None, help="write 'send_time_s e2e_ms ack_ms' per record to this file")
+    args = parser.parse_args()
+
+    data_dir = broker = metrics_url = None
+    address = args.bootstrap
+    if address is None:
+        data_dir = Path(tempfile.mkdtemp(prefix="logd-latency-"))
+        broker, address, metrics_url = start_broker(data_dir)
+    try:
+        topic = f"latency-{int(time.time() * 1000)}"
+        with Admin(address) as admin:
+            admin.create_topic(topic, partitions=args.partitions)
+        before = fsync_buckets(metrics_url) if metrics_url else []
+        figures = run(address, topic, args.partitions, args.rate, args.seconds, args.linger_ms, args.warmup_s,
+                      args.dump)
+        if metrics_url:
+            figures["broker_fsync"] = fsync_summary(before, fsync_buckets(metrics_url))
+        e2e, ack = figures["e2e_ms"], figures["ack_ms"]
+        print(f"{figures['measured']:,} records at {args.rate:,.0f} rec/s, {args.partitions} partition(s), "
+              f"linger {args.linger_ms} ms")
+        print(f"end-to-end ms: p50 {e2e['p50']}  p99 {e2e['p99']}  p99.9 {e2e['p999']}  max {e2e['max']}")
+        print(f"ack ms:        p50 {ack['p50']}  p99 {ack['p99']}  p99.9 {ack['p999']}  max {ack['max']}")
+        if "broker_fsync" in figures:
+            fs = figures["broker_fsync"]
+            print(f"broker fsyncs: {fs.get('count', 0):,}, p50 <= {fs.get('p50_le_ms')} ms, "
+                  f"p99 <= {fs.get('p99_le_ms')} ms, {100 * fs.get('over_5ms_share', 0):.2f}% over 5 ms, "
+                  f"{fs.get('over_50ms', 0)} over 50 ms, max <= {fs.get('max_le_ms')} ms")
+        if args.json:
+            print(json.dumps(figures))
+        return 0
+    finally:
+        if broker is not None:
+            broker.send_signal(signal.SIGTERM)
+            try:
+                broker.wait(30)
+            except subprocess.TimeoutExpired:
+                broker.kill()
+                broker.wait()
+        if data_dir is not None:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
