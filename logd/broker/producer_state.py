@@ -83,6 +83,7 @@ from typing import Callable, NamedTuple, Sequence
 from logd.storage import AppendInfo, FileSystem, OS_FILE_SYSTEM, PartitionLog
 from logd.storage.files import read_file, write_file_atomic
 from logd.storage.segment import BatchPosition
+from logd.storage.recovery import PRODUCER_STATE_FILE
 from logd_sdk import codec
 
 from .errors import BrokerError, InvalidRequestError
@@ -93,7 +94,7 @@ BATCHES_PER_PRODUCER = 5
 SEQUENCE_MODULUS = 1 << 31
 DEFAULT_PRODUCER_ID_EXPIRATION_MS = 24 * 3600 * 1000
 EXPIRATION_CHECK_INTERVAL_MS = 10 * 60 * 1000
-SNAPSHOT_FILE = "producer-state.snapshot"
+SNAPSHOT_FILE = PRODUCER_STATE_FILE
 
 _MAGIC = b"LDPS"
 _VERSION = 1

@@ -54,6 +54,10 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_WORKERS = 64
 #: Workers that long-polling fetches may never all take (see LogServicer).
 RESERVED_WORKERS = 16
+#: Calls the server holds at once (running or queued for a worker); beyond it gRPC refuses
+#: with RESOURCE_EXHAUSTED, which the SDK retries. Without a bound, a client firing calls
+#: at will would make the broker buffer every request body it sends.
+MAX_CONCURRENT_RPCS = 2 * DEFAULT_MAX_WORKERS
 DEFAULT_GRACE_S = 10.0
 #: How often the server checks that the data directory is still writable (for health).
 WRITABLE_CHECK_INTERVAL_S = 1.0
@@ -120,6 +124,7 @@ class BrokerServer:
                 ("grpc.so_reuseport", 0),
             ],
             interceptors=[self.metrics.interceptor] if self.metrics is not None else None,
+            maximum_concurrent_rpcs=max(MAX_CONCURRENT_RPCS, 2 * self._max_workers),
         )
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

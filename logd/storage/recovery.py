@@ -54,6 +54,9 @@ from logd.storage.segment import LOG_SUFFIX, InvalidBatchAt, Segment
 
 logger = logging.getLogger("logd.storage")
 
+# The broker keeps its idempotent-producer snapshot next to the segments; recovery must
+# leave it alone without knowing what it holds.
+PRODUCER_STATE_FILE = "producer-state.snapshot"
 _SEGMENT_FILE = re.compile(r"^(\d{20})(\.log|\.index|\.timeindex)$")
 
 
@@ -136,7 +139,7 @@ def _clean_directory(fs: FileSystem, directory: Path, read_only: bool = False) -
             continue
         match = _SEGMENT_FILE.match(name)
         if match is None:
-            if name not in (CHECKPOINT_FILE, CLEANER_CHECKPOINT_FILE):
+            if name not in (CHECKPOINT_FILE, CLEANER_CHECKPOINT_FILE, PRODUCER_STATE_FILE):
                 logger.warning("%s: ignoring unexpected file", path)
             continue
         base = int(match.group(1))

@@ -43,6 +43,9 @@ _CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 30000),
 ]
 
+# What grpcio's server says when it refuses a call over its maximum_concurrent_rpcs.
+_BUSY_DETAILS = "Concurrent RPC limit exceeded"
+
 # Fallback when the broker sent no logd-error code (the status code alone).
 _ERRORS_BY_STATUS: dict[grpc.StatusCode, type[LogdError]] = {
     grpc.StatusCode.NOT_FOUND: _errors.TopicNotFoundError,
@@ -100,6 +103,11 @@ def error_from_rpc(exc: grpc.RpcError, target: str = "") -> LogdError:
     cls = _errors.ERRORS_BY_CODE.get(name) if name else None
     if cls is None:
         cls = _ERRORS_BY_STATUS.get(status, _errors.UnknownServerError)
+    if name is None and status is grpc.StatusCode.RESOURCE_EXHAUSTED and _BUSY_DETAILS in details:
+        # gRPC's own refusal when the broker already holds its maximum of calls: a busy
+        # broker, not a too-large record, so it is retried like UNAVAILABLE.
+        cls = BrokerUnavailableError
+        details = f"the broker at {target or 'the bootstrap address'} is busy: {details}"
     if name is None and status is grpc.StatusCode.UNAVAILABLE:
         details = f"cannot reach the logd broker at {target or 'the bootstrap address'}: {details}"
     elif name is None and status is grpc.StatusCode.UNIMPLEMENTED:

@@ -227,6 +227,11 @@ def decompress(data: bytes | memoryview, codec: int) -> bytes:
     if codec == CODEC_NONE:
         return bytes(data)
     try:
+        # max_output_size only applies to frames that do not declare their size: a frame
+        # that declares one is allocated for up front, so a forged size is refused here.
+        declared = zstandard.frame_content_size(data)
+        if declared > MAX_BATCH_BYTES:
+            raise CorruptBatchError(f"zstd frame declares {declared} bytes, above {MAX_BATCH_BYTES}")
         return zstandard.ZstdDecompressor().decompress(data, max_output_size=MAX_BATCH_BYTES)
     except zstandard.ZstdError as exc:
         raise CorruptBatchError(f"zstd: {exc}") from None

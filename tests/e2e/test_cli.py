@@ -59,17 +59,17 @@ def test_produce_and_consume(broker, topic):
 
 
 def test_consume_replays_from_offset_and_time(broker, topic):
-    """--offset and --from-time (epoch ms and ISO 8601) start where asked; --timeout-ms ends."""
+    """--offset and --from-time (epoch ms and ISO 8601) start where asked; --max-messages and --timeout-ms end."""
     with Admin(broker.address) as admin:
         admin.create_topic(topic)
     with Producer(broker.address) as producer:
         for i in range(10):
             producer.send(topic, value=b"%d" % i, timestamp_ms=1_700_000_000_000 + i * 1000)
-    out = ok(run(broker, "consume", topic, "--offset", "7", "--timeout-ms", "500"))
+    out = ok(run(broker, "consume", topic, "--offset", "7", "--max-messages", "3", "--timeout-ms", "5000"))
     assert out.split() == ["7", "8", "9"]
     out = ok(run(broker, "consume", topic, "--from-time", str(1_700_000_000_000 + 4500), "--max-messages", "2"))
     assert out.split() == ["5", "6"]
-    out = ok(run(broker, "consume", topic, "--from-time", "2023-11-14T22:13:28Z", "--timeout-ms", "500",
+    out = ok(run(broker, "consume", topic, "--from-time", "2023-11-14T22:13:28Z", "--max-messages", "2", "--timeout-ms", "5000",
                  "--format", "{offset}"))
     assert out.split() == ["8", "9"]  # 2023-11-14T22:13:28Z is 1_700_000_008_000
     assert ok(run(broker, "consume", topic, "--timeout-ms", "300")) == ""  # latest: nothing new

@@ -301,9 +301,6 @@ def test_broker_refuses_a_zstd_frame_declaring_a_huge_size(broker):
     assert result == "CORRUPT_BATCH"
 
 
-@pytest.mark.xfail(strict=True, raises=MemoryError,
-                   reason="logd_sdk.codec.decompress trusts a zstd frame's declared content size "
-                          "(reported; fix: check zstandard.frame_content_size against MAX_BATCH_BYTES)")
 def test_sdk_codec_refuses_a_zstd_frame_declaring_a_huge_size():
     """The consumer-side decoder refuses the same forged frame with CorruptBatchError."""
     with pytest.raises(codec.CorruptBatchError):

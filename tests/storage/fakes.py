@@ -43,5 +43,5 @@ class FaultyFileSystem(FileSystem):
             tear, self._tear_after = self._tear_after, None
         if tear is not None:
             super().pwrite(fd, memoryview(data)[:tear], position)
-            raise OSError(28, "injected torn write")
+            raise OSError(5, "injected torn write")
         super().pwrite(fd, data, position)
