@@ -74,7 +74,7 @@ from logd_sdk._errors import (
     TopicNotFoundError,
     UnknownServerError,
 )
-from logd_sdk._transport import Transport, backoff_s, error_code_of, error_from_proto, error_from_rpc, is_retriable_status
+from logd_sdk._transport import Transport, backoff_s, error_from_proto, error_from_rpc, is_retriable_rpc_error
 from logd_sdk.protocol import log_pb2
 
 log = logging.getLogger("logd_sdk.producer")
@@ -283,9 +283,8 @@ class Sender(threading.Thread):
         try:
             response = get_response()
         except grpc.RpcError as exc:
-            status = exc.code()  # type: ignore[attr-defined]
             error = error_from_rpc(exc, self._transport.target)
-            retriable = is_retriable_status(status, error_code_of(exc), idempotent=True)
+            retriable = is_retriable_rpc_error(exc, idempotent=True)
             self._finish(groups, rpc_error=error, rpc_retriable=retriable)
             return
         except Exception as exc:  # cancelled at close

@@ -103,7 +103,7 @@ def error_from_rpc(exc: grpc.RpcError, target: str = "") -> LogdError:
     cls = _errors.ERRORS_BY_CODE.get(name) if name else None
     if cls is None:
         cls = _ERRORS_BY_STATUS.get(status, _errors.UnknownServerError)
-    if name is None and status is grpc.StatusCode.RESOURCE_EXHAUSTED and _BUSY_DETAILS in details:
+    if _refused_as_busy(status, name, details):
         # gRPC's own refusal when the broker already holds its maximum of calls: a busy
         # broker, not a too-large record, so it is retried like UNAVAILABLE.
         cls = BrokerUnavailableError
@@ -127,11 +127,20 @@ def error_from_proto(error: common_pb2.Error | None, context: str = "") -> LogdE
     return cls(f"{context}: {message}" if context and context not in message else message)
 
 
-def is_retriable_status(status: grpc.StatusCode, code_name: str | None, idempotent: bool) -> bool:
+def is_retriable_rpc_error(exc: grpc.RpcError, idempotent: bool) -> bool:
     """Whether a failed call may be sent again (see the module docstring)."""
+    status = exc.code()  # type: ignore[attr-defined]
+    code_name = error_code_of(exc)
     if status is grpc.StatusCode.UNAVAILABLE:
         return code_name in (None, "UNAVAILABLE")
+    if _refused_as_busy(status, code_name, exc.details() or ""):  # type: ignore[attr-defined]
+        return True  # refused before it ran: safe to send again, idempotent or not
     return idempotent and status is grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def _refused_as_busy(status: grpc.StatusCode, code_name: str | None, details: str) -> bool:
+    """gRPC's own refusal of a call over the broker's maximum_concurrent_rpcs."""
+    return code_name is None and status is grpc.StatusCode.RESOURCE_EXHAUSTED and _BUSY_DETAILS in details
 
 
 def backoff_s(attempt: int, backoff_ms: int, backoff_max_ms: int) -> float:
@@ -171,9 +180,8 @@ class Transport:
             try:
                 return method(request, timeout=per_attempt)
             except grpc.RpcError as exc:
-                status = exc.code()  # type: ignore[attr-defined]
                 pause = backoff_s(attempt, self.retry_backoff_ms, self.retry_backoff_max_ms)
-                retriable = is_retriable_status(status, error_code_of(exc), idempotent)
+                retriable = is_retriable_rpc_error(exc, idempotent)
                 if not retriable or time.monotonic() + pause >= deadline:
                     raise error_from_rpc(exc, self.target) from None
             time.sleep(pause)  # backoff between retries, not synchronisation

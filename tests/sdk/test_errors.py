@@ -102,6 +102,17 @@ def test_transport_retries_unavailable_then_succeeds(monkeypatch):
         transport.close()
 
 
+def test_a_busy_broker_is_retried_but_a_too_large_message_is_not():
+    """gRPC's refusal over maximum_concurrent_rpcs is a retriable busy broker; its
+    refusal of an oversized message (same status, no logd code) is RecordTooLargeError."""
+    busy = FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!")
+    too_large = FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "Received message larger than max (9 vs. 8)")
+    assert isinstance(error_from_rpc(busy), sdk.BrokerUnavailableError) and error_from_rpc(busy).retriable
+    assert _transport.is_retriable_rpc_error(busy, idempotent=False)
+    assert isinstance(error_from_rpc(too_large), sdk.RecordTooLargeError)
+    assert not _transport.is_retriable_rpc_error(too_large, idempotent=True)
+
+
 def test_transport_does_not_retry_other_errors_or_storage_errors():
     """A typed refusal (even STORAGE_ERROR's UNAVAILABLE) is raised after one attempt."""
     transport = Transport("127.0.0.1:1", api_timeout_ms=5000)
