@@ -169,7 +169,7 @@ def last_sequence(first_seq: int, last_offset_delta: int) -> int:
 
 def has_producer_ids(batches: bytes | bytearray | memoryview) -> bool:
     """Whether any batch in a produce buffer carries a producer id (headers only; the
-    buffer's framing was checked by ``check_batches``)."""
+    buffer's framing was checked by ``check_batch_sizes``)."""
     position, end = 0, len(batches)
     while end - position >= codec.HEADER_SIZE:
         if _PRODUCER_FIELDS.unpack_from(batches, position + _PRODUCER_FIELDS_AT)[0] >= 0:

@@ -1,6 +1,7 @@
 """The partition log: an ordered list of segments with one active segment at the end.
 
-Appends validate every batch (CRC included) before taking the lock, assign offsets by
+Appends validate every batch (CRC included, plus any check of the records the caller
+passes: see :mod:`logd.storage.batches`) before taking the lock, assign offsets by
 rewriting each batch's ``base_offset`` (the CRC does not cover it), write the whole call
 with one ``pwrite`` into the active segment, then wait until durable per the flush policy.
 
@@ -32,11 +33,12 @@ files). Recovery after a crash re-verifies only what lies after it. A roll alway
 fsyncs the old segment, whatever the flush policy, so only the active segment can hold
 unflushed data.
 
-Append observer: ``attach_observer`` lets one object (the broker's producer state, see
-:class:`AppendObserver`) check every append under the lock, in the same lock hold as the
-write, and answer a duplicate with its earlier offsets instead of writing; it also hears
-of truncations and persisted recovery points. ``batch_headers`` walks the batch headers
-only (never the records), to rebuild such state at start-up.
+Elsewhere: the check of an append's batches (:mod:`logd.storage.batches`); the segment
+list and the segment-level steps of truncation, deletion and the cleaner's swap
+(:mod:`logd.storage.log_segments`); the append observer, which checks every append under
+the lock, in the same lock hold as the write (:mod:`logd.storage.observer`); idle logs
+closing their active segment's file when too many are open
+(:mod:`logd.storage.active_segments`).
 """
 
 from __future__ import annotations
@@ -44,23 +46,23 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import resource
 import struct
 import threading
 import time
-import weakref
-from bisect import bisect_right
-from collections import OrderedDict
 from pathlib import Path
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Callable, Iterator, Sequence
 
 from logd_sdk import codec
 from logd.faults import crash_point
+from logd.storage.active_segments import OPEN_ACTIVE_SEGMENTS
+from logd.storage.batches import BatchCheck, parse_batches
 from logd.storage.checkpoint import Checkpoint, write_checkpoint
 from logd.storage.config import AppendInfo, LogConfig, SegmentInfo
 from logd.storage.errors import LogClosedError, LogFailedError, OffsetOutOfRangeError, StorageError
 from logd.storage.files import OS_FILE_SYSTEM, FileSystem
 from logd.storage.handles import DEFAULT_HANDLE_CACHE, HandleCache
+from logd.storage.log_segments import LogSegments
+from logd.storage.observer import AppendObserver, walk_headers
 from logd.storage.reader import PinnedSegment, read_batches, read_hints, scan_for_timestamp, time_hint
 from logd.storage.recovery import load_log
 from logd.storage.segment import BatchPosition, Segment
@@ -73,10 +75,6 @@ _MAX_RELATIVE_OFFSET = (1 << 32) - 1
 #: Write errors that leave nothing inconsistent once a partial write is cut: the log
 #: refuses that append only and stays writable (a failed fsync is never one of them).
 _OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
-#: Older segments per log whose indexes stay loaded in memory (the rest reload on use).
-_LOADED_INDEXES_PER_LOG = 4
-#: Bytes read at a time by a walk of the headers of small batches.
-_HEADER_WALK_CHUNK = 64 * 1024
 #: Default for how often group/always commits also move the persisted recovery point
 #: (Kafka's log.flush.offset.checkpoint.interval.ms): bounds the re-verification after a crash.
 DEFAULT_RECOVERY_CHECKPOINT_INTERVAL_MS = 60_000
@@ -84,144 +82,6 @@ DEFAULT_RECOVERY_CHECKPOINT_INTERVAL_MS = 60_000
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def parse_batches(batches: bytes | bytearray | memoryview) -> list[BatchPosition]:
-    """Validate a producer's concatenated batches; positions are relative to the buffer.
-
-    Each batch must pass ``codec.validate`` and hold a dense, non-empty run of offsets
-    (``last_offset_delta == records_count - 1``). Raises ``codec.CorruptBatchError``.
-    """
-    view = memoryview(batches)
-    end = len(view)
-    if end == 0:
-        raise codec.CorruptBatchError("no batch to append")
-    parsed = []
-    position = 0
-    while position < end:
-        if end - position < codec.HEADER_SIZE:
-            raise codec.CorruptBatchError(f"{end - position} trailing bytes after the last batch")
-        header = codec.validate(view, position)
-        if header.records_count < 1 or header.last_offset_delta != header.records_count - 1:
-            raise codec.CorruptBatchError(
-                f"batch at byte {position}: {header.records_count} records but last offset delta "
-                f"{header.last_offset_delta}")
-        size = header.batch_length + codec.LOG_OVERHEAD
-        parsed.append(BatchPosition(position, size, header.base_offset, header.next_offset, header.max_timestamp))
-        position += size
-    return parsed
-
-
-def walk_headers(fs: FileSystem, fd: int, start: int, end: int) -> Iterator[codec.BatchHeader]:
-    """The headers of the whole batches in ``[start, end)`` of a segment file (``start`` a
-    batch boundary), reading only headers: a chunk at a time among small batches, one
-    header at a time among large ones. No CRC check: the caller trusts the range."""
-    buffer, buffer_start, position, chunk_bytes = b"", start, start, _HEADER_WALK_CHUNK
-    while end - position >= codec.HEADER_SIZE:
-        relative = position - buffer_start
-        if len(buffer) - relative < codec.HEADER_SIZE:
-            buffer, buffer_start, relative = fs.pread(fd, min(chunk_bytes, end - position), position), position, 0
-            if len(buffer) < codec.HEADER_SIZE:
-                return
-        header = codec.read_header(buffer, relative)
-        if header.size < codec.HEADER_SIZE or header.size > end - position:
-            return
-        yield header
-        position += header.size
-        chunk_bytes = _HEADER_WALK_CHUNK if header.size < _HEADER_WALK_CHUNK else codec.HEADER_SIZE
-
-
-class AppendObserver(Protocol):
-    """Sees a log's appends (the broker's producer state, ``logd.broker.producer_state``).
-
-    Every method is called with the log's lock held and must not call the log back.
-    ``check_append_locked`` (pure: it may run twice for one append) runs in the same lock
-    hold as the write it guards, so what it lets through is written before another
-    append is checked.
-    """
-
-    def replay_locked(self, header: codec.BatchHeader) -> None:
-        """A batch already in the log (the catch-up of ``attach_observer``)."""
-
-    def check_append_locked(self, data: bytearray, batches: Sequence[BatchPosition]) -> AppendInfo | None:
-        """Before a write: None to write; an AppendInfo to answer instead of writing (the
-        batches duplicate earlier ones); raise to refuse the whole call."""
-
-    def appended_locked(self, data: bytearray, batches: Sequence[BatchPosition], now_ms: int) -> None:
-        """After a write; ``batches`` carry their assigned offsets."""
-
-    def truncated_locked(self, log_end_offset: int) -> None:
-        """The log was cut: it ends at ``log_end_offset`` now."""
-
-    def checkpointed_locked(self, recovery_offset: int) -> None:
-        """The recovery point was persisted: every batch below ``recovery_offset`` is durable."""
-
-
-class OpenActiveSegments:
-    """The process-wide cap on open active-segment files (one per partition otherwise).
-
-    Every use of a log's active segment ``touch``es the log here (most recent last). When
-    more than ``capacity`` logs have their active file open, the least recently used idle
-    ones are parked (:meth:`PartitionLog.park_if_idle`: file closed, reopened on next
-    use), so a broker with thousands of partitions stays within its descriptor limit.
-    The default capacity is half the soft RLIMIT_NOFILE at first use (the rest is for
-    older segments' read handles, sockets and the like).
-
-    Thread-safety: one lock guards the LRU; parking is attempted outside it, with a
-    non-blocking acquire of the other log's lock, so no lock order is introduced.
-    """
-
-    def __init__(self, capacity: int | None = None) -> None:
-        self.capacity = capacity
-        self._lock = threading.Lock()
-        self._logs: OrderedDict[int, weakref.ref] = OrderedDict()
-
-    def touch(self, log: "PartitionLog") -> None:
-        key = id(log)
-        with self._lock:
-            if key in self._logs:
-                self._logs.move_to_end(key)
-                return
-            self._logs[key] = weakref.ref(log)
-            if self.capacity is None:
-                self.capacity = _default_open_active_capacity()
-            over = len(self._logs) - self.capacity
-            if over <= 0:
-                return
-            # The least recently used ones (never ``log``: it is last), a few spare in
-            # case some are busy.
-            candidates = [self._logs.popitem(last=False) for _ in range(min(over + 2, len(self._logs) - 1))]
-        parked = 0
-        still_open = []
-        for candidate_key, ref in candidates:
-            candidate = ref()
-            if candidate is None or candidate.closed:
-                continue
-            if parked < over and candidate.park_if_idle():
-                parked += 1
-            else:
-                still_open.append((candidate_key, ref))
-        if still_open:
-            with self._lock:
-                for candidate_key, ref in still_open:
-                    self._logs[candidate_key] = ref
-
-    def forget(self, log: "PartitionLog") -> None:
-        with self._lock:
-            self._logs.pop(id(log), None)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._logs)
-
-
-def _default_open_active_capacity() -> int:
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return 1 << 20 if soft == resource.RLIM_INFINITY else max(32, soft // 2)
-
-
-#: The cap shared by every log of the process.
-OPEN_ACTIVE_SEGMENTS = OpenActiveSegments()
 
 
 class PartitionLog:
@@ -242,22 +102,19 @@ class PartitionLog:
         self._handles = handle_cache
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._segments: list[Segment] = []
-        self._base_offsets: list[int] = []
+        self._segments = LogSegments(fs, directory, handle_cache)
         self._log_start_offset = 0
         self._log_end_offset = 0
         self._durable_offset = 0  # everything below it was fsynced
         self._durable_position = 0  # its byte position in the active segment
         self._high_watermark = 0
         self._visible_position = 0  # byte position of the high watermark in the active segment
-        self._size_bytes = 0
         self._flushing = False
         self._failure: BaseException | None = None
         self._closed = False
         self._truncations = 0  # bumped by truncate_to; a read that saw it change retries
         self._recovery_checkpoint_interval_ms = recovery_checkpoint_interval_ms
         self._last_checkpoint_ms = clock_ms()
-        self._loaded_older: OrderedDict[int, Segment] = OrderedDict()  # by base offset
         self._read_only = False
         self._observer: AppendObserver | None = None
 
@@ -282,16 +139,11 @@ class PartitionLog:
         cache = DEFAULT_HANDLE_CACHE if handle_cache is None else handle_cache
         log = cls(Path(directory), config, clock_ms, fs, cache, recovery_checkpoint_interval_ms)
         loaded = load_log(fs, log.directory, config, clock_ms, read_only=read_only)
-        for segment in loaded.segments:
-            # A handle cached by an earlier instance may point at a file replaced since.
-            log._handles.discard(segment.log_path)
-        log._segments = loaded.segments
-        log._base_offsets = [segment.base_offset for segment in loaded.segments]
+        log._segments.load(loaded.segments)
         log._log_start_offset = loaded.log_start_offset
         active = loaded.segments[-1]
         log._log_end_offset = log._durable_offset = log._high_watermark = active.next_offset
         log._visible_position = log._durable_position = active.size
-        log._size_bytes = sum(segment.size for segment in loaded.segments)
         OPEN_ACTIVE_SEGMENTS.touch(log)
         if read_only:
             log._read_only = True
@@ -362,7 +214,7 @@ class PartitionLog:
 
     @property
     def size_bytes(self) -> int:
-        return self._size_bytes
+        return self._segments.size_bytes
 
     @property
     def failed(self) -> bool:
@@ -376,24 +228,16 @@ class PartitionLog:
     def segments(self) -> list[SegmentInfo]:
         """A snapshot of the segments, oldest first."""
         with self._lock:
-            return [self._segment_info_locked(segment) for segment in self._segments]
-
-    def _segment_info_locked(self, segment: Segment) -> SegmentInfo:
-        is_active = segment is self._segments[-1]
-        return SegmentInfo(
-            base_offset=segment.base_offset, size_bytes=segment.size,
-            max_timestamp_ms=segment.max_timestamp_ms,
-            next_offset=self._log_end_offset if is_active else segment.next_offset,
-            path=segment.log_path, is_active=is_active, created_ms=segment.created_ms,
-        )
+            return [self._segments.info(segment, self._log_end_offset) for segment in self._segments]
 
     # -- appending -------------------------------------------------------------------------
 
-    def append(self, batches: bytes | bytearray | memoryview) -> AppendInfo:
+    def append(self, batches: bytes | bytearray | memoryview, check_batch: BatchCheck | None = None) -> AppendInfo:
         """Append one or more concatenated producer batches; returns their offsets once
         durable per the flush policy. A bad batch raises ``codec.CorruptBatchError`` and
-        nothing of the call is written."""
-        parsed = parse_batches(batches)  # CRC work happens outside the lock
+        nothing of the call is written. ``check_batch``: a further check of each batch
+        once its CRC passed (see :func:`~logd.storage.batches.parse_batches`)."""
+        parsed = parse_batches(batches, check_batch)  # CRC work happens outside the lock
         data = bytearray(batches)
         with self._lock:
             info = self._append_locked(data, parsed)
@@ -401,10 +245,11 @@ class PartitionLog:
                 self._await_durable_locked(info.last_offset + 1)
             return info
 
-    def append_unflushed(self, batches: bytes | bytearray | memoryview) -> AppendInfo:
+    def append_unflushed(self, batches: bytes | bytearray | memoryview,
+                         check_batch: BatchCheck | None = None) -> AppendInfo:
         """Like ``append`` but returns as soon as the data is written (not yet durable);
         pair it with ``wait_durable``. Lets a caller write to many partitions, then wait."""
-        parsed = parse_batches(batches)
+        parsed = parse_batches(batches, check_batch)
         data = bytearray(batches)
         with self._lock:
             return self._append_locked(data, parsed, defer_flush=True)
@@ -452,7 +297,7 @@ class PartitionLog:
             self._fail_locked(exc)
             raise LogFailedError(f"{self.directory}: write failed: {exc}") from exc
         self._log_end_offset = next_offset
-        self._size_bytes += len(data)
+        self._segments.size_bytes += len(data)
         if observer is not None:
             observer.appended_locked(data, assigned, now)
         policy = self._config.flush_policy
@@ -620,8 +465,7 @@ class PartitionLog:
         self._publish_locked(self._log_end_offset, old.size)
         old.deactivate_locked()
         old.drop_loaded_indexes()
-        self._segments.append(new)
-        self._base_offsets.append(new.base_offset)
+        self._segments.add_locked(new)
         self._visible_position = self._durable_position = 0
         self._checkpoint_or_fail_locked()
 
@@ -689,9 +533,9 @@ class PartitionLog:
                 raise OffsetOutOfRangeError(offset, self._log_start_offset, self._high_watermark)
             if offset >= self._high_watermark:
                 return b"", None
-            i = bisect_right(self._base_offsets, offset) - 1
+            i = self._segments.index_for(offset)
             view = self._pin_locked(max(i, 0))
-            following = self._base_offsets[i + 1] if i + 1 < len(self._segments) else None
+            following = self._segments.base_offset_after(i)
             truncations = self._truncations
             if view.is_active:
                 hints = read_hints(view, offset, max_bytes)
@@ -708,20 +552,13 @@ class PartitionLog:
         return data, following if at_end else None
 
     def _pin_locked(self, i: int) -> PinnedSegment:
-        segment = self._segments[i]
-        if i == len(self._segments) - 1:
-            segment = self._active_locked()
-            handle = segment.write_handle
-            assert handle is not None and handle.acquire()
-            return PinnedSegment(segment, handle, self._visible_position, True,
-                                 segment._offset_index, segment._time_index)
-        # Keep the indexes of only a few older segments loaded: memory stays bounded
-        # however much of the log is read.
-        self._loaded_older[segment.base_offset] = segment
-        self._loaded_older.move_to_end(segment.base_offset)
-        while len(self._loaded_older) > _LOADED_INDEXES_PER_LOG:
-            self._loaded_older.popitem(last=False)[1].drop_loaded_indexes()
-        return PinnedSegment(segment, self._handles.acquire(segment.log_path, self._fs), segment.size, False)
+        if i < len(self._segments) - 1:
+            return self._segments.pin_older_locked(i)
+        segment = self._active_locked()
+        handle = segment.write_handle
+        assert handle is not None and handle.acquire()
+        return PinnedSegment(segment, handle, self._visible_position, True,
+                             segment._offset_index, segment._time_index)
 
     def _check_open_locked(self) -> None:
         if self._closed:
@@ -812,9 +649,9 @@ class PartitionLog:
                 offset = max(offset, self._log_start_offset)
                 if offset >= self._log_end_offset:
                     return
-                i = max(bisect_right(self._base_offsets, offset) - 1, 0)
+                i = max(self._segments.index_for(offset), 0)
                 view = self._pin_locked(i)
-                following = self._base_offsets[i + 1] if i + 1 < len(self._segments) else None
+                following = self._segments.base_offset_after(i)
                 truncations = self._truncations
                 if view.is_active:
                     view.end = view.segment.size  # every batch below it was written whole
@@ -860,7 +697,7 @@ class PartitionLog:
         with self._lock:
             self._check_writable_locked()
             deleted = self._delete_leading_locked(
-                lambda segment: predicate(self._segment_info_locked(segment)), advance_start=True)
+                lambda segment: predicate(self._segments.info(segment, self._log_end_offset)), advance_start=True)
             return deleted
 
     def replace_segments(self, old: Sequence[SegmentInfo], cleaned: CleanedSegment) -> bool:
@@ -875,44 +712,19 @@ class PartitionLog:
         """
         with self._lock:
             self._check_writable_locked()
-            i = self._run_index_locked(old, cleaned)
+            i = self._segments.find_run(old, cleaned, self._log_end_offset)
             if i < 0:
                 discard_cleaned(self._fs, self.directory, cleaned.base_offset, cleaned.end_offset)
                 return False
             doomed = self._segments[i:i + len(old)]
-            for segment in doomed:
-                # Load the indexes a reader pinning this segment may still need: after the
-                # swap, "<base>.index" names the cleaned segment's index, not this one's.
-                handle = self._handles.acquire(segment.log_path, self._fs)
-                try:
-                    segment.indexes(handle.fd)
-                finally:
-                    handle.release()
-                self._handles.discard(segment.log_path)
+            self._segments.release_for_swap_locked(doomed)
             try:
                 commit_swap(self._fs, self.directory, doomed, cleaned)
             except Exception as exc:
                 self._fail_locked(exc)
                 raise LogFailedError(f"{self.directory}: segment swap failed: {exc}") from exc
-            new = Segment(self._fs, self.directory, cleaned.base_offset, self._config.index_interval_bytes,
-                          cleaned.created_ms)
-            new.size, new.next_offset = cleaned.size_bytes, cleaned.end_offset
-            new.max_timestamp_ms = cleaned.max_timestamp_ms
-            self._segments[i:i + len(old)] = [new]
-            self._base_offsets[i:i + len(old)] = [new.base_offset]
-            self._size_bytes += new.size - sum(segment.size for segment in doomed)
+            self._segments.replace_locked(i, len(old), cleaned, self._config.index_interval_bytes)
             return True
-
-    def _run_index_locked(self, old: Sequence[SegmentInfo], cleaned: CleanedSegment) -> int:
-        """Where the run ``old`` starts in ``_segments``, or -1 if it is not there as
-        snapshotted, is not followed by another segment, or does not match ``cleaned``."""
-        if not old or cleaned.base_offset != old[0].base_offset or cleaned.end_offset != old[-1].next_offset:
-            return -1
-        i = bisect_right(self._base_offsets, old[0].base_offset) - 1
-        if i < 0 or i + len(old) >= len(self._segments):
-            return -1
-        current = [self._segment_info_locked(segment) for segment in self._segments[i:i + len(old)]]
-        return i if current == list(old) else -1
 
     def _delete_leading_locked(self, should_delete: Callable[[Segment], bool], advance_start: bool = False) -> int:
         count = 0
@@ -920,20 +732,13 @@ class PartitionLog:
             count += 1
         if not count:
             return 0
-        doomed = self._segments[:count]
-        del self._segments[:count]
-        del self._base_offsets[:count]
+        doomed = self._segments.remove_leading_locked(count)
         if advance_start and self._segments[0].base_offset > self._log_start_offset:
             self._log_start_offset = self._segments[0].base_offset
             self._checkpoint_or_fail_locked()
             crash_point("retention.start_offset_checkpointed")
         for segment in doomed:
-            self._size_bytes -= segment.size
-            self._handles.discard(segment.log_path)
-            try:
-                segment.delete_files_locked()
-            except OSError as exc:
-                logger.warning("%s: could not delete: %s", segment.log_path, exc)
+            self._segments.delete_removed_locked(segment)
             crash_point("retention.segment_deleted")
         crash_point("retention.segments_deleted")
         try:
@@ -955,10 +760,12 @@ class PartitionLog:
             self._truncations += 1
             try:
                 if offset < self._log_start_offset or offset <= self._segments[0].base_offset:
-                    self._truncate_fully_locked(max(offset, 0) if offset < self._log_start_offset
-                                                else self._segments[0].base_offset)
+                    new_start = max(offset, 0) if offset < self._log_start_offset else self._segments[0].base_offset
+                    self._segments.reset_locked(new_start, self._config.index_interval_bytes, self._clock_ms())
+                    self._log_start_offset = self._log_end_offset = new_start
                 else:
-                    self._truncate_within_locked(offset)
+                    self._segments.truncate_within_locked(offset)
+                    self._log_end_offset = self._segments.active.next_offset
             except OSError as exc:
                 self._fail_locked(exc)
                 raise LogFailedError(f"{self.directory}: truncation failed: {exc}") from exc
@@ -972,50 +779,11 @@ class PartitionLog:
             self._checkpoint_or_fail_locked()
             self._changed.notify_all()
 
-    def _truncate_within_locked(self, offset: int) -> None:
-        i = bisect_right(self._base_offsets, offset) - 1
-        for segment in self._segments[i + 1:]:
-            self._size_bytes -= segment.size
-            self._handles.discard(segment.log_path)
-            segment.delete_files_locked()
-        del self._segments[i + 1:]
-        del self._base_offsets[i + 1:]
-        segment = self._segments[i]
-        if segment.parked:
-            segment.unpark_locked()
-        elif segment.write_handle is None:
-            self._handles.discard(segment.log_path)
-            segment.open_for_append_locked(create=False)
-        assert segment.write_handle is not None
-        fd = segment.write_handle.fd
-        offset_index, _ = segment.indexes(fd)
-        batch = segment.find_batch(fd, offset, offset_index.lookup(offset - segment.base_offset), segment.size)
-        old_size = segment.size
-        if batch is None:
-            segment.truncate_locked(segment.size, segment.next_offset)
-        else:
-            segment.truncate_locked(batch.position, batch.base_offset)
-        segment.fsync_locked()
-        segment.write_indexes_locked(final=False)
-        self._fs.fsync_dir(self.directory)
-        self._size_bytes -= old_size - segment.size
-        self._log_end_offset = segment.next_offset
-
-    def _truncate_fully_locked(self, new_start: int) -> None:
-        for segment in self._segments:
-            self._handles.discard(segment.log_path)
-            segment.delete_files_locked()
-        self._fs.fsync_dir(self.directory)
-        segment = Segment(self._fs, self.directory, new_start, self._config.index_interval_bytes, self._clock_ms())
-        segment.open_for_append_locked(create=True)
-        self._fs.fsync_dir(self.directory)
-        self._segments, self._base_offsets = [segment], [new_start]
-        self._size_bytes = 0
-        self._log_start_offset = self._log_end_offset = new_start
-
     def __repr__(self) -> str:
         return (f"PartitionLog({self.directory}, start={self._log_start_offset}, "
                 f"end={self._log_end_offset}, hw={self._high_watermark})")
 
 
+# AppendObserver, parse_batches and walk_headers are defined in observer.py and batches.py;
+# they are importable from here too.
 __all__ = ["AppendObserver", "PartitionLog", "parse_batches", "walk_headers", "wall_clock_ms", "StorageError"]
