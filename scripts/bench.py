@@ -26,52 +26,19 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import random
-import shutil
 import queue
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from bench_common import USERS, create_topic, local_broker, make_values, user_keys  # scripts/ is on sys.path
 
 from logd_sdk import Admin, Consumer, Producer, TopicPartition
 
-USERS = 10_000
 SAMPLE_EVERY = 64
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_broker(data_dir: Path) -> tuple[subprocess.Popen, str]:
-    address = f"127.0.0.1:{free_port()}"
-    process = subprocess.Popen([sys.executable, "-m", "logd.cli", "serve", "--data-dir", str(data_dir),
-                                "--listen", address, "--log-level", "WARNING"], stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise SystemExit(f"broker exited with {process.returncode}")
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=0.5).status == health_pb2.HealthCheckResponse.SERVING:
-                    return process, address
-            except grpc.RpcError:
-                pass
-            time.sleep(0.05)
-    process.kill()
-    raise SystemExit("broker did not become ready in 30 s")
 
 
 def peak_rss_mb(pid: int) -> float | None:
@@ -82,17 +49,6 @@ def peak_rss_mb(pid: int) -> float | None:
     except OSError:
         pass
     return None
-
-
-def make_values(count: int, size: int) -> list[bytes]:
-    rng = random.Random(7)
-    values = []
-    for i in range(count):
-        text = json.dumps({"order_id": 10_000_000 + i, "user": f"user-{rng.randrange(USERS):05d}",
-                           "sku": f"SKU-{rng.randrange(10**6):06d}", "qty": rng.randrange(1, 9),
-                           "price": round(rng.uniform(1, 500), 2)}, separators=(",", ":"))
-        values.append(text.encode().ljust(size, b" ")[:size])
-    return values
 
 
 class Progress:
@@ -380,17 +336,10 @@ def main() -> int:
     if args.group_member:
         return group_member(args.bootstrap, *args.group_member)
 
-    data_dir = None
-    broker = None
-    address = args.bootstrap
-    if address is None:
-        data_dir = Path(tempfile.mkdtemp(prefix="logd-bench-"))
-        broker, address = start_broker(data_dir)
-    try:
-        topic = f"bench-{int(time.time() * 1000)}"
-        with Admin(address) as admin:
-            admin.create_topic(topic, partitions=args.partitions)
-        keys = [b"user-%05d" % i for i in range(USERS)]
+    with local_broker("logd-bench-", args.bootstrap) as broker:
+        address = broker.address
+        topic = create_topic(address, "bench", args.partitions)
+        keys = user_keys()
         values = make_values(min(args.records, 65_536), args.value_size)
         show = sys.stderr.isatty() or not args.json
         gc.collect()
@@ -405,37 +354,27 @@ def main() -> int:
             consume_bytes = group_figures.pop("consume_mb_s") * 1e6 * consume_s
         else:
             consume_s, consume_bytes = consume(address, topic, args.partitions, args.records, show)
-        figures = {
-            "records": args.records, "partitions": args.partitions, "value_size": args.value_size,
-            "produce_rps": round(args.records / produce_s),
-            "consume_rps": round(args.records / consume_s),
-            "produce_mb_s": round(produce_bytes / produce_s / 1e6, 1),
-            "consume_mb_s": round(consume_bytes / consume_s / 1e6, 1),
-            "ack_p50_ms": round(percentile(latencies, 0.50) * 1000, 2),
-            "ack_p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
-            "broker_rss_mb": round(peak_rss_mb(broker.pid), 1) if broker else None,
-            **group_figures,
-        }
-        print(f"produce: {figures['produce_rps']:,} rec/s, {figures['produce_mb_s']} MB/s "
-              f"(ack p50 {figures['ack_p50_ms']} ms, p99 {figures['ack_p99_ms']} ms)")
-        print(f"consume: {figures['consume_rps']:,} rec/s, {figures['consume_mb_s']} MB/s")
-        if group_figures:
-            print_group_figures(figures)
-        print(f"broker peak RSS: {figures['broker_rss_mb']} MB")
-        if args.json:
-            print(json.dumps(figures))
-        return 0
-    finally:
-        if broker is not None:
-            broker.send_signal(signal.SIGTERM)
-            try:
-                broker.wait(30)
-            except subprocess.TimeoutExpired:
-                broker.kill()
-                broker.wait()
-        if data_dir is not None:
-            shutil.rmtree(data_dir, ignore_errors=True)
-
+        peak_rss = peak_rss_mb(broker.process.pid) if broker.process else None
+    figures = {
+        "records": args.records, "partitions": args.partitions, "value_size": args.value_size,
+        "produce_rps": round(args.records / produce_s),
+        "consume_rps": round(args.records / consume_s),
+        "produce_mb_s": round(produce_bytes / produce_s / 1e6, 1),
+        "consume_mb_s": round(consume_bytes / consume_s / 1e6, 1),
+        "ack_p50_ms": round(percentile(latencies, 0.50) * 1000, 2),
+        "ack_p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+        "broker_rss_mb": round(peak_rss, 1) if peak_rss is not None else None,
+        **group_figures,
+    }
+    print(f"produce: {figures['produce_rps']:,} rec/s, {figures['produce_mb_s']} MB/s "
+          f"(ack p50 {figures['ack_p50_ms']} ms, p99 {figures['ack_p99_ms']} ms)")
+    print(f"consume: {figures['consume_rps']:,} rec/s, {figures['consume_mb_s']} MB/s")
+    if group_figures:
+        print_group_figures(figures)
+    print(f"broker peak RSS: {figures['broker_rss_mb']} MB")
+    if args.json:
+        print(json.dumps(figures))
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -4,12 +4,13 @@
     python scripts/latency.py [--rate 5000] [--seconds 10] [--partitions 1] [--linger-ms 1]
                               [--warmup-s 1] [--bootstrap HOST:PORT] [--json] [--dump FILE]
 
-Starts its own broker (as ``scripts/bench.py`` does) unless ``--bootstrap`` is given,
-creates a topic, starts a consumer thread (``assign`` + ``poll``) and then, from the main
-thread, sends record i when it comes due (i / rate seconds after the start; every record
-due is sent at each wake-up), noting ``perf_counter()`` just before ``send``. The value
-starts with the record's index (8 bytes), so the consumer matches each record to its send
-time whatever partition it took. Keys come from 10,000 users, values are ~108 bytes.
+Starts its own broker (``bench_common.local_broker``, as ``scripts/bench.py`` does) unless
+``--bootstrap`` is given, creates a topic, starts a consumer thread (``assign`` + ``poll``)
+and then, from the main thread, sends record i when it comes due (i / rate seconds after
+the start; every record due is sent at each wake-up), noting ``perf_counter()`` just before
+``send``. The value starts with the record's index (8 bytes), so the consumer matches each
+record to its send time whatever partition it took. Keys come from 10,000 users, values
+are ~108 bytes.
 
 Reports, over the records sent after ``--warmup-s``: end-to-end latency (send to the poll
 that returned it) and acknowledgement latency (send to its future resolving) as p50, p99,
@@ -25,47 +26,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import signal
 import struct
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
-import grpc
-from bench import USERS, free_port, make_values  # scripts/ is on sys.path when run as a script
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from bench_common import USERS, create_topic, local_broker, make_values  # scripts/ is on sys.path
 
-from logd_sdk import Admin, Consumer, Producer, TopicPartition
+from logd_sdk import Consumer, Producer, TopicPartition
 
 _INDEX = struct.Struct("<Q")
-
-
-def start_broker(data_dir: Path) -> tuple[subprocess.Popen, str, str]:
-    """``logd serve`` with metrics on; returns the process, its address and /metrics URL."""
-    address, metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    process = subprocess.Popen([sys.executable, "-m", "logd.cli", "serve", "--data-dir", str(data_dir),
-                                "--listen", address, "--metrics-listen", metrics, "--log-level", "WARNING"],
-                               stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise SystemExit(f"broker exited with {process.returncode}")
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=0.5).status == \
-                        health_pb2.HealthCheckResponse.SERVING:
-                    return process, address, f"http://{metrics}/metrics"
-            except grpc.RpcError:
-                pass
-            time.sleep(0.05)  # polling the health service until it serves
-    process.kill()
-    raise SystemExit("broker did not become ready in 30 s")
 
 
 def fsync_buckets(metrics_url: str) -> list[tuple[float, float]]:
@@ -194,44 +165,26 @@ def main() -> int:
     parser.add_argument("--dump", default=None, help="write 'send_time_s e2e_ms ack_ms' per record to this file")
     args = parser.parse_args()
 
-    data_dir = broker = metrics_url = None
-    address = args.bootstrap
-    if address is None:
-        data_dir = Path(tempfile.mkdtemp(prefix="logd-latency-"))
-        broker, address, metrics_url = start_broker(data_dir)
-    try:
-        topic = f"latency-{int(time.time() * 1000)}"
-        with Admin(address) as admin:
-            admin.create_topic(topic, partitions=args.partitions)
-        before = fsync_buckets(metrics_url) if metrics_url else []
-        figures = run(address, topic, args.partitions, args.rate, args.seconds, args.linger_ms, args.warmup_s,
-                      args.dump)
-        if metrics_url:
-            figures["broker_fsync"] = fsync_summary(before, fsync_buckets(metrics_url))
-        e2e, ack = figures["e2e_ms"], figures["ack_ms"]
-        print(f"{figures['measured']:,} records at {args.rate:,.0f} rec/s, {args.partitions} partition(s), "
-              f"linger {args.linger_ms} ms")
-        print(f"end-to-end ms: p50 {e2e['p50']}  p99 {e2e['p99']}  p99.9 {e2e['p999']}  max {e2e['max']}")
-        print(f"ack ms:        p50 {ack['p50']}  p99 {ack['p99']}  p99.9 {ack['p999']}  max {ack['max']}")
-        if "broker_fsync" in figures:
-            fs = figures["broker_fsync"]
-            print(f"broker fsyncs: {fs.get('count', 0):,}, p50 <= {fs.get('p50_le_ms')} ms, "
-                  f"p99 <= {fs.get('p99_le_ms')} ms, {100 * fs.get('over_5ms_share', 0):.2f}% over 5 ms, "
-                  f"{fs.get('over_50ms', 0)} over 50 ms, max <= {fs.get('max_le_ms')} ms")
-        if args.json:
-            print(json.dumps(figures))
-        return 0
-    finally:
-        if broker is not None:
-            broker.send_signal(signal.SIGTERM)
-            try:
-                broker.wait(30)
-            except subprocess.TimeoutExpired:
-                broker.kill()
-                broker.wait()
-        if data_dir is not None:
-            shutil.rmtree(data_dir, ignore_errors=True)
-
+    with local_broker("logd-latency-", args.bootstrap, metrics=True) as broker:
+        topic = create_topic(broker.address, "latency", args.partitions)
+        before = fsync_buckets(broker.metrics_url) if broker.metrics_url else []
+        figures = run(broker.address, topic, args.partitions, args.rate, args.seconds, args.linger_ms,
+                      args.warmup_s, args.dump)
+        if broker.metrics_url:
+            figures["broker_fsync"] = fsync_summary(before, fsync_buckets(broker.metrics_url))
+    e2e, ack = figures["e2e_ms"], figures["ack_ms"]
+    print(f"{figures['measured']:,} records at {args.rate:,.0f} rec/s, {args.partitions} partition(s), "
+          f"linger {args.linger_ms} ms")
+    print(f"end-to-end ms: p50 {e2e['p50']}  p99 {e2e['p99']}  p99.9 {e2e['p999']}  max {e2e['max']}")
+    print(f"ack ms:        p50 {ack['p50']}  p99 {ack['p99']}  p99.9 {ack['p999']}  max {ack['max']}")
+    if "broker_fsync" in figures:
+        fs = figures["broker_fsync"]
+        print(f"broker fsyncs: {fs.get('count', 0):,}, p50 <= {fs.get('p50_le_ms')} ms, "
+              f"p99 <= {fs.get('p99_le_ms')} ms, {100 * fs.get('over_5ms_share', 0):.2f}% over 5 ms, "
+              f"{fs.get('over_50ms', 0)} over 50 ms, max <= {fs.get('max_le_ms')} ms")
+    if args.json:
+        print(json.dumps(figures))
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -3,8 +3,8 @@
 
     python scripts/profile_phases.py [--records N] [--partitions P] [--pyspy DIR] [--phases produce,consume]
 
-Starts a broker as ``scripts/bench.py`` does, then runs each phase (the same SDK calls as
-bench.py) and prints, per phase: wall time, records/s, CPU seconds of this client process
+Starts a broker as ``scripts/bench.py`` does, then runs each phase (bench.py's own
+``produce`` and ``consume``, without progress output) and prints, per phase: wall time, records/s, CPU seconds of this client process
 (and the share of the wall time its main thread, the one calling send/poll, was on a CPU)
 and of the broker process (user + system, from /proc), so it is plain which side is the
 bottleneck on a 2-core machine. With ``--pyspy DIR`` a ``py-spy record --format raw`` runs
@@ -17,17 +17,14 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from bench import USERS, make_values, start_broker  # scripts/ is on sys.path when run as a script
-
-from logd_sdk import Admin, Consumer, Producer, TopicPartition
+from bench import consume, produce  # scripts/ is on sys.path when run as a script
+from bench_common import create_topic, local_broker, make_values, user_keys
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 #: Extra py-spy flags (e.g. PYSPY_FLAGS="--idle --threads" to see where threads wait).
@@ -62,29 +59,6 @@ class Spy:
             process.wait(30)
 
 
-def produce(address: str, topic: str, records: int, values: list[bytes], keys: list[bytes]) -> None:
-    with Producer(address, linger_ms=5, batch_size=262144, compression="zstd", acks="all") as producer:
-        producer.partitions_for(topic)
-        send = producer.send
-        nkeys, nvalues = len(keys), len(values)
-        for i in range(records):
-            send(topic, values[i % nvalues], keys[i % nkeys])
-        producer.flush()
-
-
-def consume(address: str, topic: str, partitions: int, records: int) -> None:
-    count = 0
-    with Consumer(address, auto_offset_reset="earliest", max_poll_records=10_000) as consumer:
-        consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
-        while count < records:
-            batch = consumer.poll(timeout_ms=10_000)
-            if not batch:
-                raise SystemExit(f"consumer stalled at {count} of {records} records")
-            count += len(batch)
-            for record in batch:
-                record.key, record.value
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=500_000)
@@ -92,45 +66,33 @@ def main() -> int:
     parser.add_argument("--pyspy", default=None, help="directory for py-spy raw profiles")
     parser.add_argument("--phases", default="produce,consume")
     args = parser.parse_args()
-    data_dir = Path(tempfile.mkdtemp(prefix="logd-profile-"))
-    broker, address = start_broker(data_dir)
-    try:
-        topic = f"profile-{int(time.time() * 1000)}"
-        with Admin(address) as admin:
-            admin.create_topic(topic, partitions=args.partitions)
-        keys = [b"user-%05d" % i for i in range(USERS)]
+    with local_broker("logd-profile-") as broker:
+        address, broker_pid = broker.address, broker.process.pid
+        topic = create_topic(address, "profile", args.partitions)
+        keys = user_keys()
         values = make_values(min(args.records, 65_536), 100)
         gc.collect()
         gc.freeze()
         phases = args.phases.split(",")
         if "produce" not in phases:
-            produce(address, topic, args.records, values, keys)  # data for the consume phase
+            produce(address, topic, args.records, values, keys, False)  # data for the consume phase
         for phase in phases:
-            spy = Spy(args.pyspy, phase, broker.pid)
-            client0, broker0, wall0 = time.process_time(), cpu_s(broker.pid), time.perf_counter()
+            spy = Spy(args.pyspy, phase, broker_pid)
+            client0, broker0, wall0 = time.process_time(), cpu_s(broker_pid), time.perf_counter()
             main0 = time.thread_time()
             if phase == "produce":
-                produce(address, topic, args.records, values, keys)
+                produce(address, topic, args.records, values, keys, False)
             else:
-                consume(address, topic, args.partitions, args.records)
+                consume(address, topic, args.partitions, args.records, False)
             wall = time.perf_counter() - wall0
-            client, broker_cpu = time.process_time() - client0, cpu_s(broker.pid) - broker0
+            client, broker_cpu = time.process_time() - client0, cpu_s(broker_pid) - broker0
             main_cpu = time.thread_time() - main0
             spy.stop()
             print(f"{phase:8} {args.records / wall:>12,.0f} rec/s  wall {wall:6.2f} s  "
                   f"client CPU {client:6.2f} s ({100 * client / wall:3.0f}%; its main thread "
                   f"{100 * main_cpu / wall:3.0f}%)  "
                   f"broker CPU {broker_cpu:6.2f} s ({100 * broker_cpu / wall:3.0f}%)")
-        return 0
-    finally:
-        broker.send_signal(signal.SIGTERM)
-        try:
-            broker.wait(30)
-        except subprocess.TimeoutExpired:
-            broker.kill()
-            broker.wait()
-        shutil.rmtree(data_dir, ignore_errors=True)
-
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

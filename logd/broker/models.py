@@ -7,8 +7,17 @@ the server turns it into an ``Error`` field with ``logd/server/errors.py``'s tab
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
+
+# DescribeTopic's result is the contract's shape itself (config: every key, defaults
+# included), so the broker returns the SDK's classes; the SDK never imports the server.
+from logd_sdk import PartitionInfo, TopicDescription
+
+__all__ = [
+    "EARLIEST_TIMESTAMP", "LATEST_TIMESTAMP", "DeleteRecordsResult", "DeleteRecordsTarget", "FetchResult",
+    "FetchTarget", "OffsetQuery", "OffsetResult", "PartitionInfo", "ProduceResult", "ProduceTarget",
+    "TopicDescription",
+]
 
 
 class ProduceTarget(NamedTuple):
@@ -67,21 +76,6 @@ class DeleteRecordsResult(NamedTuple):
     partition: int
     error: Exception | None = None
     log_start_offset: int = -1
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionInfo:
-    partition: int
-    log_start_offset: int
-    log_end_offset: int
-    size_bytes: int
-
-
-@dataclass(frozen=True, slots=True)
-class TopicDescription:
-    name: str
-    partitions: list[PartitionInfo]
-    config: dict[str, str]  # every key, defaults included
 
 
 #: ListOffsets query values (Kafka's): the log start offset and the log end offset.

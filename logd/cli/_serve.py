@@ -22,6 +22,9 @@ def serve(
                                                help="group, always or never [default: group]."),
     retention_check_interval_ms: Optional[int] = typer.Option(
         None, "--retention-check-interval-ms", metavar="MS", help="How often retention and compaction run."),
+    producer_id_expiration_ms: Optional[int] = typer.Option(
+        None, "--producer-id-expiration-ms", metavar="MS",
+        help="Forget an idempotent producer idle this long (Kafka's producer.id.expiration.ms) [default: 1 day]."),
     print_config: bool = typer.Option(False, "--print-config",
                                       help="Print the effective configuration (TOML) and exit."),
 ) -> None:
@@ -35,7 +38,8 @@ def serve(
 
     flags = {"data_dir": data_dir, "listen": listen, "metrics_listen": metrics_listen, "log_level": log_level,
              "log_format": log_format, "flush_policy": flush_policy,
-             "retention_check_interval_ms": retention_check_interval_ms, "config": config}
+             "retention_check_interval_ms": retention_check_interval_ms,
+             "producer_id_expiration_ms": producer_id_expiration_ms, "config": config}
     settings = effective_config(flags, os.environ)  # ServerConfigError (a ValueError): one line
     if print_config:
         typer.echo(render_config(settings), nl=False)

@@ -37,11 +37,12 @@ from grpc_reflection.v1alpha import reflection
 import logd
 from logd.broker import Broker
 from logd.broker.log_cleaner import LogCleanerTask
+from logd.broker.producer_state import DEFAULT_PRODUCER_ID_EXPIRATION_MS
 from logd.storage import raise_open_file_limit
 from logd.storage.files import is_read_only_file_system
 from logd_sdk.protocol import log_pb2, log_pb2_grpc, topics_pb2, topics_pb2_grpc
 
-from . import errors, groups
+from . import groups
 from .log import LogServicer
 from .logging_setup import configure_logging
 from .metrics import BrokerMetrics
@@ -79,15 +80,17 @@ class BrokerServer:
     def __init__(self, data_dir: Path, listen: str = "127.0.0.1:0", *, flush_policy: str = "group",
                  retention_check_interval_ms: int = 5000, max_workers: int = DEFAULT_MAX_WORKERS,
                  grace_s: float = DEFAULT_GRACE_S, clock_ms: Callable[[], int] | None = None,
-                 metrics_listen: str | None = None, topic_defaults: Mapping[str, str] | None = None) -> None:
+                 metrics_listen: str | None = None, topic_defaults: Mapping[str, str] | None = None,
+                 producer_id_expiration_ms: int = DEFAULT_PRODUCER_ID_EXPIRATION_MS) -> None:
         """``metrics_listen``: serve Prometheus ``/metrics`` there (off when None; port 0
         picks one, see ``metrics_address``); ``topic_defaults``: broker-wide topic config
-        defaults (topic keys: ``retention.ms``...)."""
+        defaults (topic keys: ``retention.ms``...); ``producer_id_expiration_ms``: see ``Broker``."""
         self.data_dir = Path(data_dir)
         self.listen = listen
         self.grace_s = grace_s
         self.retention_check_interval_ms = retention_check_interval_ms
-        self.broker = Broker(self.data_dir, flush_policy=flush_policy, clock_ms=clock_ms, topic_defaults=topic_defaults)
+        self.broker = Broker(self.data_dir, flush_policy=flush_policy, clock_ms=clock_ms, topic_defaults=topic_defaults,
+                             producer_id_expiration_ms=producer_id_expiration_ms)
         #: Retention and compaction every ``retention_check_interval_ms`` (an extension:
         #: it starts once the broker is open and stops before it closes).
         self.log_cleaner = LogCleanerTask(self.broker.topics, interval_ms=retention_check_interval_ms,
@@ -225,6 +228,7 @@ class BrokerServer:
 def serve(data_dir: Path, listen: str = "127.0.0.1:7070", *, flush_policy: str = "group",
           retention_check_interval_ms: int = 5000, log_level: str = "INFO", log_format: str = "text",
           metrics_listen: str | None = None, topic_defaults: Mapping[str, str] | None = None,
+          producer_id_expiration_ms: int = DEFAULT_PRODUCER_ID_EXPIRATION_MS,
           ready_callback: Callable[[str], None] | None = None) -> int:
     """Run a broker until SIGTERM or SIGINT, then shut down gracefully.
 
@@ -242,7 +246,8 @@ def serve(data_dir: Path, listen: str = "127.0.0.1:7070", *, flush_policy: str =
         try:
             server = BrokerServer(Path(data_dir), listen, flush_policy=flush_policy,
                                   retention_check_interval_ms=retention_check_interval_ms,
-                                  metrics_listen=metrics_listen, topic_defaults=topic_defaults)
+                                  metrics_listen=metrics_listen, topic_defaults=topic_defaults,
+                                  producer_id_expiration_ms=producer_id_expiration_ms)
             server.start()
         except Exception as exc:  # the reason is for the operator, not a traceback
             log.error("logd cannot start: %s", exc)

@@ -13,6 +13,11 @@ case and ``_`` for ``.``, in the environment, and (for the serve settings) as a 
     log_format = "text"  (| json)     LOGD_LOG_FORMAT                        --log-format
     flush_policy = "group"            LOGD_FLUSH_POLICY                      --flush-policy
     retention_check_interval_ms=5000  LOGD_RETENTION_CHECK_INTERVAL_MS       --retention-check-interval-ms
+    producer_id_expiration_ms=86400000 LOGD_PRODUCER_ID_EXPIRATION_MS        --producer-id-expiration-ms
+
+``producer_id_expiration_ms`` is Kafka's broker config ``producer.id.expiration.ms`` (an
+idempotent producer idle that long is forgotten); the file also takes that spelling (its
+environment variable is the same).
 
 Broker-wide defaults of the topic configs, with Kafka's broker names (a topic's own
 config wins over them; a topic without one follows the broker default, also after a
@@ -53,6 +58,7 @@ from typing import Any, Callable, Mapping
 from logd.broker.broker import FLUSH_POLICIES
 from logd.broker.config import CONFIG_KEYS, TopicConfig, normalize_overrides
 from logd.broker.errors import InvalidConfigError
+from logd.broker.producer_state import DEFAULT_PRODUCER_ID_EXPIRATION_MS
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("text", "json")
@@ -73,8 +79,8 @@ TOPIC_DEFAULT_KEYS: dict[str, str] = {
     "log.cleaner.min.cleanable.ratio": "min.cleanable.dirty.ratio",
     "message.max.bytes": "max.message.bytes",
 }
-#: Other spellings accepted for a broker key (the canonical one is printed).
-ALIASES = {"log.segment.ms": "log.roll.ms"}
+#: Other spellings accepted for a key (the canonical one is printed).
+ALIASES = {"log.segment.ms": "log.roll.ms", "producer.id.expiration.ms": "producer_id_expiration_ms"}
 assert sorted(TOPIC_DEFAULT_KEYS.values()) == sorted(CONFIG_KEYS)
 
 
@@ -133,6 +139,8 @@ SETTINGS: dict[str, _Setting] = {
     "log_format": _Setting("text", _choice(LOG_FORMATS, str.lower), "text | json"),
     "flush_policy": _Setting("group", _choice(FLUSH_POLICIES), " | ".join(FLUSH_POLICIES)),
     "retention_check_interval_ms": _Setting(5000, _positive_int, "how often retention and compaction run"),
+    "producer_id_expiration_ms": _Setting(DEFAULT_PRODUCER_ID_EXPIRATION_MS, _positive_int,
+                                          "forget an idempotent producer idle this long"),
 }
 
 
@@ -167,6 +175,7 @@ class ServerConfig:
     log_format: str = "text"
     flush_policy: str = "group"
     retention_check_interval_ms: int = 5000
+    producer_id_expiration_ms: int = DEFAULT_PRODUCER_ID_EXPIRATION_MS
     topic_defaults: dict[str, str] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     config_file: Path | None = None
@@ -182,6 +191,7 @@ class ServerConfig:
             "data_dir": self.data_dir, "listen": self.listen, "metrics_listen": self.metrics_listen or None,
             "log_level": self.log_level, "log_format": self.log_format, "flush_policy": self.flush_policy,
             "retention_check_interval_ms": self.retention_check_interval_ms,
+            "producer_id_expiration_ms": self.producer_id_expiration_ms,
             "topic_defaults": self.topic_config_defaults(),
         }
 
@@ -217,9 +227,7 @@ def effective_config(flags: Mapping[str, Any], environ: Mapping[str, str],
                 topic_defaults[canonical] = _parse_topic_default(canonical, value, where)
             sources[canonical] = where
     return ServerConfig(
-        data_dir=Path(values["data_dir"]), listen=values["listen"], metrics_listen=values["metrics_listen"],
-        log_level=values["log_level"], log_format=values["log_format"], flush_policy=values["flush_policy"],
-        retention_check_interval_ms=values["retention_check_interval_ms"],
+        **{**values, "data_dir": Path(values["data_dir"])},
         topic_defaults=topic_defaults, sources=sources, config_file=path, warnings=tuple(warnings),
     )
 

@@ -1,7 +1,7 @@
 """Fixtures of the end-to-end tests: a real ``logd serve`` subprocess per test module.
 
-See ``e2e_broker.BrokerProcess``: started as ``python -m logd.cli serve`` on a free port
-with a temp data dir, ready when grpc.health.v1 reports SERVING, stopped by PID.
+See ``tests/broker_process.py`` (``BrokerProcess``): started as ``python -m logd.cli serve``
+on a free port with a temp data dir, ready when grpc.health.v1 reports SERVING, stopped by PID.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from e2e_broker import BrokerProcess
+from broker_process import BrokerProcess
+from logd_sdk import Admin
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +25,13 @@ def broker(tmp_path_factory):
     finally:
         process.stop()
         process.kill()
+
+
+@pytest.fixture(scope="module")
+def admin(broker):
+    """An SDK Admin client of the module's broker."""
+    with Admin(broker.address) as client:
+        yield client
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 import pytest
 
 from logd_sdk import (
-    Admin,
     InvalidConfigError,
     InvalidTopicError,
     PartitionInfo,
@@ -13,12 +12,6 @@ from logd_sdk import (
     TopicNotFoundError,
     TopicPartition,
 )
-
-
-@pytest.fixture(scope="module")
-def admin(broker):
-    with Admin(broker.address) as client:
-        yield client
 
 
 def test_create_list_describe_alter_grow_delete(admin, topic):

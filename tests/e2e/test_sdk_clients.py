@@ -7,7 +7,6 @@ import mmh3
 import pytest
 
 from logd_sdk import (
-    Admin,
     Consumer,
     NotAssignedError,
     OffsetOutOfRangeError,
@@ -19,12 +18,6 @@ from logd_sdk import (
     TopicNotFoundError,
     TopicPartition,
 )
-
-
-@pytest.fixture(scope="module")
-def admin(broker):
-    with Admin(broker.address) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Helpers for the ops tests: a broker with a metrics endpoint, scraping, raw group calls."""
+"""Helpers for the ops tests: serve settings, a broker with a metrics endpoint, scraping, raw group calls."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from logd.server import BrokerServer
+from logd.server.config import SETTINGS
 from logd_sdk.protocol import groups_pb2, groups_pb2_grpc
 
 RPC_TIMEOUT_S = 10
+#: ``effective_config``'s flags when no flag is given.
+NO_FLAGS = {key: None for key in SETTINGS}
 
 Samples = dict[tuple[str, frozenset], float]
 
@@ -29,6 +32,13 @@ class FakeClock:
 
     def advance(self, ms: int) -> None:
         self.now_ms += ms
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    """``text`` as the config file ``tmp_path/logd.toml``; returns its path."""
+    path = tmp_path / "logd.toml"
+    path.write_text(text)
+    return path
 
 
 def start_metrics_server(data_dir: Path, **kwargs) -> BrokerServer:

@@ -15,7 +15,7 @@ from logd.storage import files
 from logd_sdk import codec
 from logd_sdk.protocol import topics_pb2
 
-from server.helpers import batch, connect, error_of
+from server.helpers import batch, error_of
 from .helpers import (
     FakeClock, commit, describe_group, groups_stub, join, scrape, scrape_text, start_metrics_server, value,
 )
@@ -34,13 +34,6 @@ def server(tmp_path, clock):
     server = start_metrics_server(tmp_path / "data", clock_ms=clock, retention_check_interval_ms=600_000)
     yield server
     server.stop()
-
-
-@pytest.fixture
-def client(server):
-    client = connect(server)
-    yield client
-    client.channel.close()
 
 
 def _plain_batch(records: int, timestamp_ms: int = T0_MS) -> bytes:

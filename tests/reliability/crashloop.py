@@ -31,7 +31,8 @@ from typing import Callable
 from logd_sdk import Admin, Consumer, Producer, TopicPartition
 from logd_sdk._errors import IllegalStateError, LogdError, UnknownServerError
 
-from .broker_process import BrokerProcess
+from broker_process import BrokerProcess
+
 from .history import FAILED, OK, UNKNOWN, CheckResult, History, Read, check
 
 TOPIC = "crashloop"

@@ -10,7 +10,8 @@ import pytest
 
 from logd import faults
 
-from .broker_process import SPAWN_LOCK, BrokerProcess
+from broker_process import SPAWN_LOCK, BrokerProcess
+
 from .scenario import BrokerDied, Driver, Model, drive
 from .state import recover
 

@@ -20,9 +20,9 @@ from logd_sdk import BrokerUnavailableError, Consumer, LogdTimeoutError, Produce
 from logd_sdk._transport import error_from_rpc
 from logd_sdk.protocol import log_pb2
 
+from broker_process import BrokerProcess
 from server.helpers import batch, connect_address
 
-from .broker_process import BrokerProcess
 from .state import read_partition
 
 MIB = 1024 * 1024
@@ -135,9 +135,10 @@ def test_a_flood_of_calls_on_one_connection_is_held_to_a_bounded_number(tmp_path
         refusals = [error_from_rpc(future.exception()) for future in futures if future.exception() is not None]
         assert all(isinstance(error, BrokerUnavailableError) and error.retriable for error in refusals), refusals[:3]
         # Held calls are bounded by MAX_CONCURRENT_RPCS (each costs its body a few times
-        # over while parsed and validated); unbounded, the 800 MiB offered is held 2-3 times.
+        # over while parsed and validated: 350-600 MiB measured, the upper end on a busy
+        # machine); unbounded, the 800 MiB offered is held 2-3 times.
         assert 800 - refused >= MAX_CONCURRENT_RPCS, "the broker refused calls below its bound"
-        assert peak - before < 500 * 1024, "the broker held far more than a bounded number of calls"
+        assert peak - before < 800 * 1024, "the broker held far more than a bounded number of calls"
         client.channel.close()
     finally:
         broker.kill()

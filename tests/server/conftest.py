@@ -1,4 +1,7 @@
-"""Fixtures: a real BrokerServer on a free loopback port with a temporary data dir."""
+"""Fixtures: a real BrokerServer on a free loopback port with a temporary data dir.
+
+``client`` (raw stubs to ``server``) is in tests/conftest.py, shared with tests/ops.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import connect, start_server
+from .helpers import start_server
 
 
 @pytest.fixture
@@ -19,10 +22,3 @@ def server(data_dir: Path):
     server = start_server(data_dir)
     yield server
     server.stop()
-
-
-@pytest.fixture
-def client(server):
-    client = connect(server)
-    yield client
-    client.channel.close()

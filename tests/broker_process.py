@@ -1,9 +1,17 @@
-"""A real ``logd serve`` subprocess for the reliability suite: crash it, restart it.
+"""A real ``logd serve`` subprocess on a free loopback port, for the e2e and reliability suites.
 
-Like ``tests/e2e/e2e_broker.py`` (``python -m logd.cli serve`` on a free loopback port,
-ready when grpc.health.v1 reports SERVING) plus what crash tests need: extra environment
-(``LOGD_CRASH_POINT``), the flush policy and retention interval as arguments, ``kill``
-(SIGKILL by PID) and ``wait_exit`` (the process killed itself at a crash point).
+The broker is started as ``python -m logd.cli serve`` (the CLI users run) with the given
+data dir, on ``127.0.0.1:<free port>`` (kept across restarts), its output appended to a
+log file. It is ready when the grpc.health.v1 service reports SERVING for "" within a
+deadline, and it is stopped by PID: ``stop`` sends SIGTERM, then SIGKILL if it has not
+exited in time; ``kill`` sends SIGKILL at once (crash tests). The child gets this
+process's environment without its ``LOGD_*`` variables (so only the arguments and the
+``env`` given to ``spawn``/``start`` configure it). For crash tests: ``spawn`` (start
+without waiting), ``wait_exit`` (the process killed itself at a crash point), and /proc
+figures (``rss_kib``, ``open_fds``).
+
+Importable as ``broker_process`` from every test directory: tests/conftest.py puts
+tests/ on ``sys.path``. Thread safety: one object is driven by one thread.
 """
 
 from __future__ import annotations
@@ -30,22 +38,31 @@ SPAWN_LOCK = threading.Lock()
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then closed)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
 class BrokerProcess:
-    """One broker subprocess on a fixed data dir and port (kept across restarts)."""
+    """One broker subprocess on a fixed data dir and port (kept across restarts).
 
-    def __init__(self, data_dir: Path, log_path: Path, *, flush_policy: str = "group",
-                 retention_check_interval_ms: int = 5000, extra_args: list[str] | None = None) -> None:
+    ``flush_policy`` and ``retention_check_interval_ms`` become the ``serve`` flags of
+    those names when given (else the broker's defaults, or a ``--config`` file's values
+    in ``extra_args``, apply); ``extra_args`` are appended to the command line.
+    """
+
+    def __init__(self, data_dir: Path, log_path: Path, extra_args: list[str] | None = None, *,
+                 flush_policy: str | None = None, retention_check_interval_ms: int | None = None) -> None:
         self.data_dir = data_dir
         self.log_path = log_path
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.args = ["--flush-policy", flush_policy,
-                     "--retention-check-interval-ms", str(retention_check_interval_ms), *(extra_args or [])]
+        self.args = list(extra_args or [])
+        if flush_policy is not None:
+            self.args += ["--flush-policy", flush_policy]
+        if retention_check_interval_ms is not None:
+            self.args += ["--retention-check-interval-ms", str(retention_check_interval_ms)]
         self.process: subprocess.Popen | None = None
 
     @property
@@ -53,9 +70,13 @@ class BrokerProcess:
         assert self.process is not None
         return self.process.pid
 
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def spawn(self, env: dict[str, str] | None = None) -> "BrokerProcess":
-        """Start the process without waiting for it to serve."""
-        assert self.process is None or self.process.poll() is not None, "already running"
+        """Start the process without waiting for it to serve; ``env`` is added to its environment."""
+        assert not self.alive, "already running"
         environment = {k: v for k, v in os.environ.items() if not k.startswith("LOGD_")}
         environment.update(env or {})
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,6 +97,8 @@ class BrokerProcess:
         return self
 
     def wait_ready(self, deadline_s: float = START_DEADLINE_S) -> None:
+        """Poll the health service until SERVING; RuntimeError (with the log's tail) if the
+        process exits first or ``deadline_s`` passes (then it is killed)."""
         deadline = time.monotonic() + deadline_s
         with grpc.insecure_channel(self.address) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
@@ -93,10 +116,6 @@ class BrokerProcess:
                     raise RuntimeError(f"logd serve not SERVING within {deadline_s} s: {self.log_tail()}")
                 time.sleep(0.02)  # polling interval of the readiness check
 
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
     def wait_exit(self, timeout_s: float) -> int | None:
         """The exit code once the process ended within ``timeout_s``, else None."""
         try:
@@ -111,7 +130,7 @@ class BrokerProcess:
             self.process.wait(STOP_DEADLINE_S)
 
     def stop(self) -> int | None:
-        """SIGTERM, wait; SIGKILL after the deadline. Returns the exit code."""
+        """SIGTERM, wait; SIGKILL after the deadline. Returns the exit code (None if killed)."""
         if not self.alive:
             return None if self.process is None else self.process.returncode
         os.kill(self.process.pid, signal.SIGTERM)
@@ -120,6 +139,11 @@ class BrokerProcess:
         except subprocess.TimeoutExpired:
             self.kill()
             return None
+
+    def restart(self) -> None:
+        """Graceful stop, then start on the same data dir and port."""
+        self.stop()
+        self.start()
 
     def status_of(self, pid_file: str) -> dict[str, str]:
         """``/proc/<pid>/<pid_file>`` as a dict (e.g. "status": VmRSS...)."""
