@@ -339,7 +339,11 @@ class Broker:
                     exc = self._closed_error(target.topic, target.partition)
                 elif not isinstance(exc, _EXPECTED):
                     log.exception("fetch from %s failed", partition)
-                results.append(FetchResult(target.topic, target.partition, exc))
+                if isinstance(exc, OffsetOutOfRangeError):  # the range, so the client can say it
+                    results.append(FetchResult(target.topic, target.partition, exc, exc.high_watermark,
+                                               exc.log_start_offset))
+                else:
+                    results.append(FetchResult(target.topic, target.partition, exc))
                 failed = True
         return results, total, failed
 

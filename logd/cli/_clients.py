@@ -93,7 +93,10 @@ def consume(
         raise ValueError(f"--offset must be >= 0, got {offset}")
     start_ms = parse_time_ms(from_time, "--from-time") if from_time is not None else None
     render = _renderer(format_, output)
-    consumer = Consumer(bootstrap, group_id=group, auto_offset_reset="earliest" if from_beginning else "latest",
+    # An explicit --offset outside the log is the user's mistake to hear about
+    # (OffsetOutOfRangeError, naming the range), not a silent jump to the end.
+    reset = "earliest" if from_beginning else "none" if offset is not None else "latest"
+    consumer = Consumer(bootstrap, group_id=group, auto_offset_reset=reset,
                         enable_auto_commit=group is not None, default_api_timeout_ms=API_TIMEOUT_MS)
     try:
         _position(consumer, topic, group, partition, offset, start_ms, from_beginning)

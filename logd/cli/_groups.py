@@ -68,7 +68,7 @@ def reset_offsets(
         with Admin(bootstrap, default_api_timeout_ms=API_TIMEOUT_MS) as admin:
             admin.reset_offsets(group, plan)
     if output is Output.json:
-        print_json(plan)
+        print_json([{"topic": tp.topic, "partition": tp.partition, "new_offset": o} for tp, o in plan.items()])
     else:
         print_table(["TOPIC", "PARTITION", "NEW_OFFSET"], [(tp.topic, tp.partition, o) for tp, o in plan.items()])
         if not execute:

@@ -43,6 +43,14 @@ class InvalidGroupRequestError(GroupError):
     """A malformed request: empty group id, negative partition, bad epoch, ..."""
 
 
+class UnknownTopicError(GroupError):
+    """An offset reset names a topic that does not exist."""
+
+
+class UnknownPartitionError(GroupError):
+    """An offset reset names a partition its topic does not have."""
+
+
 class CoordinatorNotAvailableError(GroupError):
     """A write to ``__consumer_offsets`` failed earlier; the coordinator refuses
     requests until the broker restarts and replays the log (sticky failure)."""

@@ -58,6 +58,8 @@ from logd.groups.errors import (
     GroupNotFoundError,
     InvalidGroupRequestError,
     UnknownMemberError,
+    UnknownPartitionError,
+    UnknownTopicError,
 )
 from logd.groups.group import ConsumerGroup, ConsumerGroupMember, encode_metadata
 from logd.groups.records import (
@@ -352,6 +354,13 @@ class GroupMetadataManager:
         the committed offset (the consumer then follows its ``auto_offset_reset``)."""
         _check_id("group_id", group_id, allow_empty=False)
         _check_offsets(offsets.items(), lambda offset: offset, minimum=-1)
+        for tp in offsets:
+            count = self._partition_count(tp.topic)
+            if count == 0:
+                raise UnknownTopicError(f"topic {tp.topic!r} does not exist")
+            if tp.partition >= count:
+                raise UnknownPartitionError(
+                    f"topic {tp.topic!r} has {count} partitions (0-{count - 1}); there is no partition {tp.partition}")
         self._check_empty(group_id, now_ms, "reset offsets of")
         group = self._group_for_offsets(group_id)
         for tp, offset in offsets.items():

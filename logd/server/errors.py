@@ -50,6 +50,8 @@ ERRORS: dict[type[BaseException], tuple[grpc.StatusCode, str]] = {
     group_errors.GroupNotEmptyError: (Code.FAILED_PRECONDITION, "GROUP_NOT_EMPTY"),
     group_errors.GroupNotFoundError: (Code.NOT_FOUND, "GROUP_NOT_FOUND"),
     group_errors.InvalidGroupRequestError: (Code.INVALID_ARGUMENT, "INVALID_REQUEST"),
+    group_errors.UnknownTopicError: (Code.NOT_FOUND, "TOPIC_NOT_FOUND"),
+    group_errors.UnknownPartitionError: (Code.NOT_FOUND, "PARTITION_NOT_FOUND"),
     group_errors.CoordinatorNotAvailableError: (Code.UNAVAILABLE, "STORAGE_ERROR"),
     group_errors.CoordinatorLoadingError: (Code.UNAVAILABLE, "UNAVAILABLE"),
 }

@@ -137,6 +137,9 @@ class RecordAccumulator:
         self.memory_waiters = 0
         # Set (without the lock: a hint) when a batch fills up; Producer.send then sends it.
         self.batch_filled = False
+        # The batch the last append went into (a hint for the sticky partitioner, read
+        # without the lock right after append: a racing thread only makes a batch uneven).
+        self.last_batch: ProducerBatch | None = None
         self.filled: list[ProducerBatch] = []  # batches closed full, for compress_ahead
         self.queues: dict[str, list[deque[ProducerBatch]]] = {}
         self.incomplete: dict[int, BatchResult] = {}  # id -> result of every unresolved batch
@@ -183,6 +186,7 @@ class RecordAccumulator:
             if timestamp_ms > batch.max_timestamp:
                 batch.max_timestamp = timestamp_ms
             self.buffered_bytes += size
+            self.last_batch = batch
             if batch.size >= batch_limit:
                 batch.closed = True
                 self.batch_filled = True

@@ -3,15 +3,19 @@
 - A key picks ``mmh3.hash(key, seed=0, signed=False) % partitions`` (the contract's
   formula; murmur3 x86 32-bit). The producer's ``send`` inlines this expression on its hot
   path; :func:`partition_for_key` is the reference the tests pin it against.
-- Keyless records stick to one partition until ``batch_size`` bytes went to it, then move
-  to another chosen at random (Kafka's KIP-794 uniform sticky partitioner): full batches,
-  spread evenly over time.
+- Keyless records stick to one partition for one batch: once the batch they filled there
+  closes (it filled up, or the sender took it after ``linger_ms`` or a flush), or
+  ``batch_size`` bytes went to it, the next keyless record moves to another partition
+  chosen at random (Kafka's sticky partitioner, KIP-480, with KIP-794's byte bound).
+  Busy producers send full batches spread evenly over time; a slow one (a record now and
+  then, each sent alone) still spreads its records over every partition.
 - An explicit ``partition=`` wins over both.
 """
 
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import mmh3
 
@@ -34,18 +38,27 @@ class StickyPartitioner:
 
     def __init__(self, batch_size: int) -> None:
         self._batch_size = batch_size
-        self._sticky: dict[str, list[int]] = {}  # topic -> [partition, bytes sent to it]
+        # topic -> [partition, bytes sent to it, the batch its last record went into]
+        self._sticky: dict[str, list] = {}
 
     def partition(self, topic: str, partitions: int, size: int) -> int:
         """The partition for a keyless record of ``size`` bytes on a topic of ``partitions``."""
         state = self._sticky.get(topic)
-        if state is None or state[1] >= self._batch_size or state[0] >= partitions:
-            state = self._sticky[topic] = [self._next(state, partitions), 0]
+        if state is None or state[1] >= self._batch_size or state[0] >= partitions \
+                or (state[2] is not None and state[2].closed):
+            state = self._sticky[topic] = [self._next(state, partitions), 0, None]
         state[1] += size
         return state[0]
 
+    def filling(self, topic: str, batch: Any) -> None:
+        """Note the batch (anything with a ``closed`` flag) that took the topic's last
+        keyless record: when it closes, the next keyless record moves on."""
+        state = self._sticky.get(topic)
+        if state is not None:
+            state[2] = batch
+
     @staticmethod
-    def _next(state: list[int] | None, partitions: int) -> int:
+    def _next(state: list | None, partitions: int) -> int:
         if partitions == 1:
             return 0
         if state is None:

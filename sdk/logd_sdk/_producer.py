@@ -146,11 +146,13 @@ class Producer:
                 f"the record is {size} bytes framed; topic {topic!r} accepts at most {metadata.max_record_size} "
                 "(max.message.bytes)")
         partitions = metadata.partitions
+        sticky = False
         if partition is None:
             if key is not None:
                 partition = murmur3(key, 0, False) % partitions  # _partitioner.partition_for_key, inlined
             else:
                 partition = self._sticky.partition(topic, partitions, size)
+                sticky = True
         elif isinstance(partition, bool) or not isinstance(partition, int):
             raise TypeError(f"partition must be an int, got {partition!r}")
         elif not 0 <= partition < partitions:
@@ -166,6 +168,8 @@ class Producer:
         accumulator = self._accumulator
         future = accumulator.append(topic, partition, partitions, timestamp_ms, key, value, encoded_headers,
                                     size, metadata.batch_limit)
+        if sticky:
+            self._sticky.filling(topic, accumulator.last_batch)
         if accumulator.batch_filled:
             accumulator.batch_filled = False
             self._sender.send_ready_now()

@@ -7,7 +7,7 @@ import pytest
 
 from e2e_broker import BrokerProcess
 from e2e_cli import ok, one_line_error, run
-from logd_sdk import Admin, Producer
+from logd_sdk import Admin, Producer, TopicPartition
 
 
 def test_version(broker):
@@ -75,6 +75,21 @@ def test_consume_replays_from_offset_and_time(broker, topic):
     assert ok(run(broker, "consume", topic, "--timeout-ms", "300")) == ""  # latest: nothing new
 
 
+def test_consume_from_an_offset_outside_the_log_says_so(broker, topic):
+    """--offset below the log start or past the end: OffsetOutOfRangeError naming the range."""
+    with Admin(broker.address) as admin:
+        admin.create_topic(topic)
+        with Producer(broker.address) as producer:
+            for i in range(10):
+                producer.send(topic, value=b"%d" % i)
+        admin.delete_records({TopicPartition(topic, 0): 4})
+    for offset in ("0", "11"):
+        one_line_error(run(broker, "consume", topic, "--offset", offset, "--timeout-ms", "5000"),
+                       "OffsetOutOfRangeError", "[4, 10)")
+    assert ok(run(broker, "consume", topic, "--offset", "4", "--max-messages", "6", "--timeout-ms", "5000")).split() \
+        == [str(i) for i in range(4, 10)]
+
+
 def test_bootstrap_flag_and_unreachable_broker(broker, topic):
     """--bootstrap overrides the env; an unreachable broker is one line and exit 1."""
     assert ok(run(broker, "topic", "list", "--bootstrap", broker.address, bootstrap=False)) is not None
@@ -124,7 +139,7 @@ def test_group_commands_exist(broker, topic):
         if result.returncode != 0:
             one_line_error(result)
     plan = run(broker, "group", "reset-offsets", "g-" + topic, "--topic", topic, "--to-latest", "-o", "json")
-    assert json.loads(ok(plan)) == [{"topic": topic, "partition": 0, "value": 0}]
+    assert json.loads(ok(plan)) == [{"topic": topic, "partition": 0, "new_offset": 0}]
 
 
 def test_serve_refuses_a_bad_config_file_in_one_line(broker, tmp_path):

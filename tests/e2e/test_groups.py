@@ -24,7 +24,9 @@ from logd_sdk import (
     GroupNotEmptyError,
     IllegalStateError,
     InvalidGroupIdError,
+    PartitionNotFoundError,
     Producer,
+    TopicNotFoundError,
     TopicPartition,
 )
 
@@ -322,11 +324,15 @@ def test_reset_offsets_is_refused_while_live_and_rewinds_after(broker, topic, gr
             member.close()
         finally:
             member.kill()
+        with pytest.raises(TopicNotFoundError):
+            admin.reset_offsets(group, {TopicPartition(f"{topic}-missing", 0): 0})
+        with pytest.raises(PartitionNotFoundError):
+            admin.reset_offsets(group, {TopicPartition(topic, 2): 0})
         committed = {tp: o.committed_offset for tp, o in admin.describe_group(group).offsets.items()}
         assert sum(committed.values()) == 40
         plan = json.loads(ok(run(broker, "group", "reset-offsets", group, "--topic", topic, "--to-earliest",
                                  "-o", "json")))
-        assert plan == [{"topic": topic, "partition": p, "value": 0} for p in (0, 1)]
+        assert plan == [{"topic": topic, "partition": p, "new_offset": 0} for p in (0, 1)]
         assert {tp: o.committed_offset for tp, o in admin.describe_group(group).offsets.items()} == committed
         ok(run(broker, "group", "reset-offsets", group, "--topic", topic, "--to-earliest", "--execute"))
         assert all(o.committed_offset == 0 for o in admin.describe_group(group).offsets.values())

@@ -66,6 +66,16 @@ def test_keyless_records_spread_and_explicit_partition_wins(broker, admin, topic
     assert pinned.result().partition == 2
 
 
+def test_keyless_records_sent_one_at_a_time_use_every_partition(broker, admin, topic):
+    """Sticky per batch: with the default batch_size, records sent and awaited one by one
+    (each its own batch) still spread over every partition, never twice in a row."""
+    admin.create_topic(topic, partitions=4)
+    with Producer(broker.address) as producer:
+        partitions = [producer.send(topic, value=b"x").result(timeout=10).partition for _ in range(40)]
+    assert set(partitions) == {0, 1, 2, 3}
+    assert all(a != b for a, b in zip(partitions, partitions[1:]))
+
+
 def test_metadata_offsets_and_record_contents_round_trip(broker, admin, producer, topic):
     """RecordMetadata offsets are consecutive; consumed Records carry key, value, headers."""
     admin.create_topic(topic)

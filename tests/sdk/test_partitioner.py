@@ -31,6 +31,27 @@ def test_sticky_partitioner_fills_a_batch_then_moves():
     assert set(counts) == {0, 1, 2, 3}  # 40 switches at random: every partition is used
 
 
+class _Batch:
+    closed = False
+
+
+def test_sticky_partitioner_moves_when_its_batch_closes():
+    """A keyless record after the batch it joined closed (sent after linger, or flushed)
+    goes to another partition, however few bytes went to the first: a producer sending a
+    record now and then spreads them over every partition."""
+    sticky = StickyPartitioner(batch_size=1_000_000)
+    choices = []
+    for _ in range(200):
+        batch = _Batch()
+        choices.append(sticky.partition("t", 4, 100))
+        sticky.filling("t", batch)
+        assert sticky.partition("t", 4, 100) == choices[-1]  # still open: stays
+        sticky.filling("t", batch)
+        batch.closed = True
+    assert all(a != b for a, b in zip(choices, choices[1:]))
+    assert set(choices) == {0, 1, 2, 3}
+
+
 def test_sticky_partitioner_with_one_partition_and_shrunk_topics():
     """One partition always gives 0; a cached choice past the partition count is replaced."""
     sticky = StickyPartitioner(batch_size=10)
