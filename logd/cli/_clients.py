@@ -30,7 +30,8 @@ def produce(
     partition: Optional[int] = typer.Option(None, "--partition", "-p", help="Partition (default: by key)."),
     header: Optional[List[str]] = typer.Option(None, "--header", "-H", metavar="K=V", help="Header, repeatable."),
     key_separator: Optional[str] = typer.Option(None, "--key-separator", metavar="SEP",
-                                                help="Split each line at the first SEP into key and value."),
+                                                help="Split each line at the first SEP into key and value "
+                                                     "(a line without SEP ends the command)."),
     value: Optional[str] = typer.Option(None, "--value", "-v", help="Send this one value instead of stdin lines."),
     bootstrap: str = BootstrapOption,
     output: Output = OutputOption,
@@ -50,8 +51,9 @@ def produce(
             record_key = fixed_key
             if separator is not None:
                 record_key, sep, line = line.partition(separator)
-                if not sep:
-                    raise ValueError(f"line {number} has no key separator {key_separator!r}")
+                if not sep:  # lines stream from stdin: the ones before were already sent
+                    sent = f"lines 1-{number - 1} were sent, none after" if number > 1 else "nothing was sent"
+                    raise ValueError(f"line {number} has no key separator {key_separator!r}; {sent}")
             futures.append(producer.send(topic, value=line, key=record_key, headers=headers, partition=partition))
         producer.flush()
         for future in futures:

@@ -345,6 +345,14 @@ class Consumer:
             self._check_open_locked()
             if self._membership is not None and self._subs.mode == SUBSCRIBED:
                 self._membership.check_session_locked()
+                if offsets is None:
+                    lost = {tp: position for tp, position in self._membership.take_lost_positions_locked().items()
+                            if self._last_committed.get(tp) != position}
+                    if lost:
+                        raise FencedMemberError(
+                            f"group {self.group_id}: {', '.join(f'{tp.topic}-{tp.partition}' for tp in sorted(lost))} "
+                            "were lost (this member was evicted: no heartbeat within session_timeout_ms) before "
+                            "their positions were committed; their new owner resumes from the last commit")
             if offsets is None:
                 offsets = self._subs.positions()
         checked: dict[TopicPartition, int] = {}

@@ -110,6 +110,9 @@ class GroupMembership:
         self._in_flight: grpc.Future | None = None
         self._events: deque[tuple[str, list[TopicPartition]]] = deque()
         self._in_callback: set[TopicPartition] = set()
+        # Positions of partitions lost (evicted) before their "lost" callback ran: a
+        # commit() in between must fail rather than quietly commit nothing.
+        self._lost_positions: dict[TopicPartition, int] = {}
         self._on_assign: Callback | None = None
         self._on_revoke: Callback | None = None
         self._error: LogdError | None = None  # raised once by poll
@@ -144,6 +147,12 @@ class GroupMembership:
     def has_events_locked(self) -> bool:
         return bool(self._events)
 
+    def take_lost_positions_locked(self) -> dict[TopicPartition, int]:
+        """Positions of partitions lost since the application last heard of a loss (its
+        ``on_revoke``); returned once."""
+        lost, self._lost_positions = self._lost_positions, {}
+        return lost
+
     def identity_locked(self) -> tuple[str, int]:
         """``(member_id, member_epoch)`` for a commit."""
         return self.member_id, self.epoch
@@ -168,6 +177,9 @@ class GroupMembership:
                         partitions = [tp for tp in partitions if tp in self._subs.revoking]
                         offsets = self._subs.positions(partitions)
                         self._in_callback.update(partitions)
+                    elif kind == "lost":
+                        for tp in partitions:
+                            self._lost_positions.pop(tp, None)
                 if not partitions:
                     continue
                 try:
@@ -213,6 +225,7 @@ class GroupMembership:
                 self._subs.drop_all()
                 self._subs.topics = ()
                 self._events.clear()
+                self._lost_positions.clear()
                 self._in_callback.clear()
                 member_id = self.member_id
                 self.epoch = JOIN_EPOCH
@@ -267,12 +280,14 @@ class GroupMembership:
 
     def _lose_locked(self, reason: str) -> None:
         """Drop every partition without a commit and rejoin with epoch 0."""
+        positions = self._subs.positions()
         dropped = self._subs.drop_all()
         lost = [tp for tp in dropped if tp not in self._in_callback]
         if dropped:
             log.warning("group %s: lost %s (%s)", self._group_id, _names(dropped), reason)
         if lost:
             self._events.append(("lost", lost))
+            self._lost_positions.update((tp, positions[tp]) for tp in lost if tp in positions)
         self.epoch = JOIN_EPOCH
         self._last_success_sent_at = None
         self._generation += 1

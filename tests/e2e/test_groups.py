@@ -21,6 +21,7 @@ from group_member import MemberProcess, wait_until
 from logd_sdk import (
     Admin,
     Consumer,
+    FencedMemberError,
     GroupNotEmptyError,
     IllegalStateError,
     InvalidGroupIdError,
@@ -137,6 +138,37 @@ def test_frozen_member_is_evicted_and_its_stale_commit_is_fenced(broker, topic, 
                 if member.process.poll() is None:
                     member.signal(signal.SIGCONT)
             kill_all(members)
+
+
+def test_commit_of_current_positions_after_an_eviction_fails(broker, topic, group):
+    """commit() without offsets, by a member evicted before it heard of the loss (its
+    on_revoke not yet run), raises FencedMemberError rather than quietly committing
+    nothing: the records it read will be read again by the new owner."""
+    with Admin(broker.address) as admin:
+        admin.create_topic(topic, partitions=2)
+        produce(broker.address, topic, 20)
+        stalled = Consumer(broker.address, group_id=group, auto_offset_reset="earliest", enable_auto_commit=False,
+                           session_timeout_ms=SESSION_MS, max_poll_records=3)
+        other = Consumer(broker.address, group_id=group, auto_offset_reset="earliest", session_timeout_ms=SESSION_MS)
+        try:
+            stalled.subscribe([topic])
+            read: list = []
+            wait_until(lambda: read.extend(stalled.poll(timeout_ms=20)) or read, SETTLE_S, "the first records")
+            other.subscribe([topic])
+            # Holding the stalled member's lock freezes its heartbeat and fetch threads, as
+            # a stopped process would, until the broker evicts it and `other` owns both.
+            stalled._lock.acquire()
+            try:
+                wait_until(lambda: other.poll(timeout_ms=20) is not None and len(other.assignment()) == 2,
+                           SESSION_MS / 1000 + SETTLE_S, "the eviction")
+            finally:
+                stalled._lock.release()
+            with pytest.raises(FencedMemberError, match="lost"):
+                stalled.commit()
+            stalled.commit()  # once told (here by the error; else by on_revoke), nothing is left to commit
+        finally:
+            stalled.close()
+            other.close()
 
 
 def test_eight_members_converge_on_sixteen_partitions(broker, topic, group, tmp_path):
