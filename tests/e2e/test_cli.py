@@ -5,7 +5,7 @@ import json
 import mmh3
 import pytest
 
-from e2e_broker import BrokerProcess
+from broker_process import BrokerProcess
 from e2e_cli import ok, one_line_error, run
 from logd_sdk import Admin, Producer, TopicPartition
 

@@ -155,12 +155,15 @@ def test_commit_of_current_positions_after_an_eviction_fails(broker, topic, grou
             read: list = []
             wait_until(lambda: read.extend(stalled.poll(timeout_ms=20)) or read, SETTLE_S, "the first records")
             other.subscribe([topic])
+            def other_owns_both() -> bool:
+                other.poll(timeout_ms=20)
+                return len(other.assignment()) == 2
+
             # Holding the stalled member's lock freezes its heartbeat and fetch threads, as
             # a stopped process would, until the broker evicts it and `other` owns both.
             stalled._lock.acquire()
             try:
-                wait_until(lambda: other.poll(timeout_ms=20) is not None and len(other.assignment()) == 2,
-                           SESSION_MS / 1000 + SETTLE_S, "the eviction")
+                wait_until(other_owns_both, SESSION_MS / 1000 + SETTLE_S, "the eviction")
             finally:
                 stalled._lock.release()
             with pytest.raises(FencedMemberError, match="lost"):

@@ -13,7 +13,7 @@ import time
 import grpc
 import pytest
 
-from e2e_broker import BrokerProcess
+from broker_process import BrokerProcess
 from logd.broker.producer_state import SNAPSHOT_FILE
 from logd_sdk import (
     Admin, BrokerUnavailableError, LogdTimeoutError, OutOfOrderSequenceError, Producer, ProducerFencedError,
