@@ -216,7 +216,8 @@ class ProducerStateManager:
 
     # -- the append observer (PartitionLog calls these with its lock held) -----------------
 
-    def check_append_locked(self, data: bytearray, batches: Sequence[BatchPosition]) -> AppendInfo | None:
+    def check_append_locked(self, data: bytes | bytearray | memoryview,
+                            batches: Sequence[BatchPosition]) -> AppendInfo | None:
         """None when every batch may be written; the original offsets when every batch is a
         duplicate; raises when one may not be written (nothing of the call is written)."""
         pending: dict[int, tuple[int, int]] = {}  # producers earlier in this call: epoch, last seq
@@ -277,7 +278,8 @@ class ProducerStateManager:
             f"producer {producer_id}: expected sequence {next_sequence(entry.last_seq)}, got {first_seq} "
             f"(a batch before it is missing)")
 
-    def appended_locked(self, data: bytearray, batches: Sequence[BatchPosition], now_ms: int) -> None:
+    def appended_locked(self, data: bytes | bytearray | memoryview, batches: Sequence[BatchPosition],
+                        now_ms: int) -> None:
         """Record the batches just written (with their assigned offsets)."""
         for batch in batches:
             producer_id, epoch, first_seq = _PRODUCER_FIELDS.unpack_from(data, batch.position + _PRODUCER_FIELDS_AT)

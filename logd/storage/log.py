@@ -46,7 +46,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import struct
 import threading
 import time
 from pathlib import Path
@@ -70,7 +69,6 @@ from logd.storage.swap import CleanedSegment, commit_swap, discard_cleaned
 
 logger = logging.getLogger("logd.storage")
 
-_OFFSET = struct.Struct("<q")
 _MAX_RELATIVE_OFFSET = (1 << 32) - 1
 #: Write errors that leave nothing inconsistent once a partial write is cut: the log
 #: refuses that append only and stays writable (a failed fsync is never one of them).
@@ -238,9 +236,8 @@ class PartitionLog:
         nothing of the call is written. ``check_batch``: a further check of each batch
         once its CRC passed (see :func:`~logd.storage.batches.parse_batches`)."""
         parsed = parse_batches(batches, check_batch)  # CRC work happens outside the lock
-        data = bytearray(batches)
         with self._lock:
-            info = self._append_locked(data, parsed)
+            info = self._append_locked(batches, parsed)
             if self._config.flush_policy == "group":
                 self._await_durable_locked(info.last_offset + 1)
             return info
@@ -250,16 +247,16 @@ class PartitionLog:
         """Like ``append`` but returns as soon as the data is written (not yet durable);
         pair it with ``wait_durable``. Lets a caller write to many partitions, then wait."""
         parsed = parse_batches(batches, check_batch)
-        data = bytearray(batches)
         with self._lock:
-            return self._append_locked(data, parsed, defer_flush=True)
+            return self._append_locked(batches, parsed, defer_flush=True)
 
     def wait_durable(self, offset: int) -> None:
         """Block until every offset below ``offset`` is durable (group commit)."""
         with self._lock:
             self._await_durable_locked(offset)
 
-    def _append_locked(self, data: bytearray, parsed: list[BatchPosition], defer_flush: bool = False) -> AppendInfo:
+    def _append_locked(self, data: bytes | bytearray | memoryview, parsed: list[BatchPosition],
+                       defer_flush: bool = False) -> AppendInfo:
         self._check_writable_locked()
         records = sum(batch.next_offset - batch.base_offset for batch in parsed)
         now = self._clock_ms()
@@ -279,9 +276,7 @@ class PartitionLog:
         active = self._active_locked()
         base_offset = next_offset = self._log_end_offset
         assigned = []
-        pack_into = _OFFSET.pack_into
         for batch in parsed:
-            pack_into(data, batch.position, next_offset)
             count = batch.next_offset - batch.base_offset
             assigned.append(BatchPosition(batch.position, batch.size, next_offset, next_offset + count,
                                           batch.max_timestamp_ms))
@@ -289,7 +284,7 @@ class PartitionLog:
         if active.size == 0:
             active.created_ms = now
         try:
-            active.append_locked(data, assigned)
+            active.append_locked(data, assigned, stamp_offsets=True)  # the data keeps the producer's offsets
         except OSError as exc:
             if exc.errno in _OUT_OF_SPACE and self._undo_partial_write_locked(active):
                 raise StorageError(f"{self.directory}: {exc}; nothing of this append was kept; "

@@ -34,11 +34,13 @@ class AppendObserver(Protocol):
     def replay_locked(self, header: codec.BatchHeader) -> None:
         """A batch already in the log (the catch-up of ``attach_observer``)."""
 
-    def check_append_locked(self, data: bytearray, batches: Sequence[BatchPosition]) -> AppendInfo | None:
+    def check_append_locked(self, data: bytes | bytearray | memoryview,
+                            batches: Sequence[BatchPosition]) -> AppendInfo | None:
         """Before a write: None to write; an AppendInfo to answer instead of writing (the
         batches duplicate earlier ones); raise to refuse the whole call."""
 
-    def appended_locked(self, data: bytearray, batches: Sequence[BatchPosition], now_ms: int) -> None:
+    def appended_locked(self, data: bytes | bytearray | memoryview, batches: Sequence[BatchPosition],
+                        now_ms: int) -> None:
         """After a write; ``batches`` carry their assigned offsets."""
 
     def truncated_locked(self, log_end_offset: int) -> None:

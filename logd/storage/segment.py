@@ -43,6 +43,7 @@ TIMEINDEX_SUFFIX = ".timeindex"
 
 # Fields read straight out of a batch header while walking a file.
 _BASE_AND_LENGTH = struct.Struct("<qi")  # base_offset, batch_length at 0
+_BASE_OFFSET = struct.Struct("<q")  # at 0
 _BATCH_LENGTH = struct.Struct("<i")  # at 8
 _WALK_FIELDS = struct.Struct("<i8xq")  # last_offset_delta at 23, max_timestamp at 35
 _WALK_CHUNK = 4096
@@ -165,14 +166,27 @@ class Segment:
             self._offset_index = OffsetIndex()
             self._time_index = TimeIndex()
 
-    def append_locked(self, data: bytes | bytearray, batches: list[BatchPosition]) -> None:
+    def append_locked(self, data: bytes | bytearray | memoryview, batches: list[BatchPosition], *,
+                      stamp_offsets: bool = False) -> None:
         """Write ``data`` (the ``batches``, positions relative to ``data``) at the end.
 
-        One pwrite for the whole buffer; index entries are added in memory only. If the
+        One write for the whole buffer; index entries are added in memory only. If the
         write raises, nothing in memory changed (the caller fails the log).
+        ``stamp_offsets``: write each batch's ``base_offset`` over the first 8 bytes of
+        its header (the offsets the log assigned), leaving ``data`` untouched: one
+        ``pwritev`` of the new offsets and the rest of each batch, instead of a copy of a
+        producer's whole buffer to rewrite them in.
         """
         assert self.write_handle is not None, "append to an inactive segment"
-        self.fs.pwrite(self.write_handle.fd, data, self.size)
+        if stamp_offsets:
+            view = memoryview(data)
+            buffers = []
+            for batch in batches:
+                buffers.append(_BASE_OFFSET.pack(batch.base_offset))
+                buffers.append(view[batch.position + 8:batch.position + batch.size])
+            self.fs.pwritev(self.write_handle.fd, buffers, self.size)
+        else:
+            self.fs.pwrite(self.write_handle.fd, data, self.size)
         start = self.size
         for batch in batches:
             self._index_batch_locked(start + batch.position, batch)
