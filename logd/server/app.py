@@ -132,8 +132,8 @@ class BrokerServer:
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         topics_pb2_grpc.add_TopicServiceServicer_to_server(TopicServicer(self.broker), server)
-        log_pb2_grpc.add_LogServiceServicer_to_server(
-            LogServicer(self.broker, max(1, self._max_workers - RESERVED_WORKERS)), server)
+        self._log_servicer = LogServicer(self.broker, max(1, self._max_workers - RESERVED_WORKERS))
+        log_pb2_grpc.add_LogServiceServicer_to_server(self._log_servicer, server)
         self._add_group_service(server)
         reflection.enable_server_reflection(
             (*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -174,6 +174,7 @@ class BrokerServer:
         self._health.enter_graceful_shutdown()
         stopped = self._server.stop(self.grace_s if grace_s is None else grace_s)
         self.broker.begin_shutdown()
+        self._log_servicer.end_streams()
         stopped.wait()
         for extension in reversed(self._extensions):
             if hasattr(extension, "stop"):

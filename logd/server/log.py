@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import grpc
+
 from logd.broker import Broker, FetchTarget, InvalidRequestError, OffsetQuery, ProduceTarget
 from logd_sdk.protocol import log_pb2, log_pb2_grpc
 
@@ -13,6 +15,8 @@ _ProduceResult = log_pb2.ProduceResponse.PartitionResult
 _FetchData = log_pb2.FetchResponse.PartitionData
 _Offset = log_pb2.ListOffsetsResponse.PartitionOffset
 
+_IDLE, _BUSY = "idle", "busy"  # a produce stream waiting for a request, or handling one
+
 #: A long-poll ends this long before the caller's deadline, so the answer arrives in time.
 DEADLINE_MARGIN_S = 0.05
 
@@ -20,14 +24,48 @@ DEADLINE_MARGIN_S = 0.05
 class LogServicer(log_pb2_grpc.LogServiceServicer):
     """Thread-safe because the broker is.
 
-    Each waiting fetch holds one of the server's worker threads, so at most
-    ``max_waiting_fetches`` may wait at a time (fewer than the workers, so produce calls
-    always find a thread); beyond that a fetch answers at once with what there is.
+    A waiting fetch and an open produce stream each hold one of the server's worker
+    threads, so they share ``long_calls`` slots (fewer than the workers, so unary calls
+    always find a thread): a quarter of them at most for produce streams (a stream over
+    that is refused with RESOURCE_EXHAUSTED, and its producer uses Produce), the rest for
+    waiting fetches (beyond that a fetch answers at once with what there is).
     """
 
-    def __init__(self, broker: Broker, max_waiting_fetches: int) -> None:
+    def __init__(self, broker: Broker, long_calls: int) -> None:
         self._broker = broker
-        self._waiting_slots = threading.BoundedSemaphore(max_waiting_fetches)
+        streams = long_calls // 4
+        self._stream_slots = threading.BoundedSemaphore(streams) if streams else None
+        self._waiting_slots = threading.BoundedSemaphore(max(1, long_calls - streams))
+        self._streams: dict = {}  # open produce stream's context -> _IDLE or _BUSY
+        self._closing = False
+
+    def ProduceStream(self, request_iterator, context):
+        slots = self._stream_slots
+        if slots is None or not slots.acquire(blocking=False):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          "the broker serves no more produce streams now; use Produce")
+        try:
+            while True:
+                self._streams[context] = _IDLE  # before the check: see end_streams
+                if self._closing:
+                    return
+                request = next(request_iterator, None)
+                if request is None:
+                    return
+                self._streams[context] = _BUSY
+                yield self.Produce(request, context)  # an error aborts the stream with its status
+        finally:
+            self._streams.pop(context, None)
+            slots.release()
+
+    def end_streams(self) -> None:
+        """At shutdown: end every produce stream now, each waiting for its next request at
+        once and each handling one after its answer (its producer then sees the stream end
+        and retries elsewhere), instead of holding the shutdown for its whole grace."""
+        self._closing = True
+        for context, state in list(self._streams.items()):
+            if state is _IDLE:
+                context.cancel()
 
     @translate_errors
     def Produce(self, request, context):

@@ -10,7 +10,9 @@ When it is the only request in flight (always so with one partition), the sender
 makes a blocking call and handles the answer itself, then drains again at once: a gRPC
 future would start grpcio's channel-spin thread anew for every such call and hand the
 answer over through it (about 9% of the producer's CPU, and two thread switches per
-request). Otherwise the RPC is a gRPC future and its answer is handled on gRPC's
+request). That blocking call goes over the producer's produce stream
+(``_produce_stream``: one long-lived call, ~0.2 ms cheaper per request than a unary
+call) unless the broker refuses streams. Otherwise the RPC is a gRPC future and its answer is handled on gRPC's
 callback thread, so that requests for other partitions overlap.
 
 Ordering: a partition is muted while a request carrying it is in flight, so batches of
@@ -61,6 +63,7 @@ import grpc
 
 from logd_sdk import codec
 from logd_sdk._accumulator import ProducerBatch, RecordAccumulator
+from logd_sdk._produce_stream import ProduceStream, StreamRefused
 from logd_sdk._errors import (
     BrokerUnavailableError,
     IllegalStateError,
@@ -112,6 +115,7 @@ class Sender(threading.Thread):
         self._sequence_lock = threading.Lock()  # guards the producer id, epoch and sequences
         self._producer_id_lock = threading.Lock()  # one InitProducerId at a time
         self._on_metadata_error = on_metadata_error
+        self._stream: ProduceStream | None = ProduceStream(transport, self._request_timeout_s)
         # Guarded by the accumulator's lock:
         self._in_flight = 0
         self._muted: set[tuple[str, int]] = set()
@@ -144,6 +148,9 @@ class Sender(threading.Thread):
         except Exception:  # pragma: no cover - a bug; fail loudly rather than hang futures
             log.exception("producer sender thread died")
             raise
+        finally:
+            if self._stream is not None:
+                self._stream.close()
 
     def _next_batches(self) -> list[ProducerBatch] | None:
         acc = self._acc
@@ -230,7 +237,7 @@ class Sender(threading.Thread):
             return
         request = log_pb2.ProduceRequest(partitions=partitions, acks=self._acks)
         if blocking:
-            self._complete(lambda: self._transport.log.Produce(request, timeout=self._request_timeout_s), groups)
+            self._complete(lambda: self._call_blocking(request), groups)
             return
         try:
             future = self._transport.log.Produce.future(request, timeout=self._request_timeout_s)
@@ -238,6 +245,19 @@ class Sender(threading.Thread):
             self._finish(groups, rpc_error=IllegalStateError(f"cannot send: {exc}"))
             return
         future.add_done_callback(lambda f: self._complete(f.result, groups))
+
+    def _call_blocking(self, request: log_pb2.ProduceRequest) -> log_pb2.ProduceResponse:
+        """The sender thread's call when it is alone in flight: over the produce stream
+        (see ``_produce_stream``) unless the broker refused it, then a unary call."""
+        stream = self._stream
+        if stream is not None:
+            try:
+                return stream.call(request)
+            except StreamRefused as exc:
+                log.info("produce stream refused (%s): unary Produce calls from now on", exc)
+                stream.close()
+                self._stream = None
+        return self._transport.log.Produce(request, timeout=self._request_timeout_s)
 
     def _encode(self, batch: ProducerBatch) -> bytes:
         """The batch's bytes; on the first call its producer id and sequences are assigned."""

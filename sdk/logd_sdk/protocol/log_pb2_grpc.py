@@ -39,6 +39,11 @@ class LogServiceStub:
                 request_serializer=logd_dot_v1_dot_log__pb2.ProduceRequest.SerializeToString,
                 response_deserializer=logd_dot_v1_dot_log__pb2.ProduceResponse.FromString,
                 _registered_method=True)
+        self.ProduceStream = channel.stream_stream(
+                '/logd.v1.LogService/ProduceStream',
+                request_serializer=logd_dot_v1_dot_log__pb2.ProduceRequest.SerializeToString,
+                response_deserializer=logd_dot_v1_dot_log__pb2.ProduceResponse.FromString,
+                _registered_method=True)
         self.Fetch = channel.unary_unary(
                 '/logd.v1.LogService/Fetch',
                 request_serializer=logd_dot_v1_dot_log__pb2.FetchRequest.SerializeToString,
@@ -62,6 +67,18 @@ class LogServiceServicer:
     def Produce(self, request, context):
         """Appends batches. Each partition gets its own result; the call itself fails only for
         a malformed request.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ProduceStream(self, request_iterator, context):
+        """Produce over one long-lived call: each request is handled as by Produce and answered
+        in order, one response per request. Cheaper per request than a unary call (a producer
+        that waits for each answer before sending the next saves about 0.2 ms a request). A
+        request-level error ends the stream with its status (the client opens a new one). The
+        broker holds a worker thread per open stream and serves a bounded number of them:
+        over that it ends a new stream at once with RESOURCE_EXHAUSTED; use Produce then.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -93,6 +110,11 @@ def add_LogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Produce': grpc.unary_unary_rpc_method_handler(
                     servicer.Produce,
+                    request_deserializer=logd_dot_v1_dot_log__pb2.ProduceRequest.FromString,
+                    response_serializer=logd_dot_v1_dot_log__pb2.ProduceResponse.SerializeToString,
+            ),
+            'ProduceStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ProduceStream,
                     request_deserializer=logd_dot_v1_dot_log__pb2.ProduceRequest.FromString,
                     response_serializer=logd_dot_v1_dot_log__pb2.ProduceResponse.SerializeToString,
             ),
@@ -137,6 +159,33 @@ class LogService:
             request,
             target,
             '/logd.v1.LogService/Produce',
+            logd_dot_v1_dot_log__pb2.ProduceRequest.SerializeToString,
+            logd_dot_v1_dot_log__pb2.ProduceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProduceStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/logd.v1.LogService/ProduceStream',
             logd_dot_v1_dot_log__pb2.ProduceRequest.SerializeToString,
             logd_dot_v1_dot_log__pb2.ProduceResponse.FromString,
             options,

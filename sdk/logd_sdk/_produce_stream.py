@@ -1,0 +1,146 @@
+"""The producer's ordered stream of Produce requests (``LogService.ProduceStream``).
+
+A grpcio unary call costs about 0.5 ms here however small; a message on an open stream
+about 0.3 ms. The sender's usual request is the only one in flight (always so with one
+partition) and waits for its answer before the next goes, so it goes over one long-lived
+stream instead: requests and answers pair up in order.
+
+- Timeouts: ``next()`` on a stream cannot time out, so a watchdog thread cancels the call
+  once the request in flight is older than ``request_timeout``; the caller then sees
+  DEADLINE_EXCEEDED, as from a unary call. The watchdog sleeps a whole timeout at a time
+  and is never woken per request (a thread handoff per request would cost what the
+  stream saves).
+- Failures: any error ends the stream; the next request opens a new one. A stream that
+  ends without an answer, or is cancelled by anything but the watchdog (a broker going
+  away), reads as UNAVAILABLE, which the sender retries.
+- Refusal: a broker that does not implement the stream (UNIMPLEMENTED) or serves no more
+  of them (RESOURCE_EXHAUSTED without a logd error code) raises :class:`StreamRefused`
+  before it saw the request; the sender then sends it with Produce and keeps to it.
+
+Thread safety: one thread calls :meth:`ProduceStream.call` (the sender thread);
+``close`` may come from any thread.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+import grpc
+
+from logd_sdk._transport import Transport, error_code_of
+from logd_sdk.protocol import log_pb2
+
+_END = object()  # ends the request iterator
+
+
+class StreamRefused(Exception):
+    """The broker will not serve a produce stream; the request was not handled."""
+
+
+class _StreamError(grpc.RpcError):
+    """A failure of the stream, shaped as a failed unary call for the sender's mapping."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def trailing_metadata(self) -> tuple:
+        return ()
+
+
+class ProduceStream:
+    """Sends Produce requests over one stream, one at a time (see the module docstring)."""
+
+    def __init__(self, transport: Transport, request_timeout_s: float) -> None:
+        self._transport = transport
+        self._timeout_s = request_timeout_s
+        self._requests: queue.SimpleQueue | None = None
+        self._call = None  # the open stream's response iterator
+        self._sent_at = 0.0
+        self._in_flight = False
+        self._answered = False  # the open stream answered a request (so it was not refused)
+        self._timed_out = False
+        self._closed = False
+        self._wakeup = threading.Condition()
+        self._watchdog: threading.Thread | None = None
+
+    def call(self, request: log_pb2.ProduceRequest) -> log_pb2.ProduceResponse:
+        """The answer to ``request``; raises grpc.RpcError or StreamRefused."""
+        if self._call is None:
+            self._open()
+        call, fresh = self._call, not self._answered
+        self._timed_out = False
+        self._sent_at = time.monotonic()
+        self._in_flight = True
+        try:
+            self._requests.put(request)
+            response = next(call)
+        except StopIteration:
+            self._discard()
+            raise _StreamError(grpc.StatusCode.UNAVAILABLE, "the produce stream ended") from None
+        except grpc.RpcError as exc:
+            self._discard()
+            raise self._failure(exc, fresh) from None
+        finally:
+            self._in_flight = False
+        self._answered = True
+        return response
+
+    def close(self) -> None:
+        """End the stream and the watchdog."""
+        with self._wakeup:
+            self._closed = True
+            self._wakeup.notify()
+        self._discard()
+
+    def _open(self) -> None:
+        if self._closed:
+            raise _StreamError(grpc.StatusCode.CANCELLED, "the producer is closed")
+        self._requests = queue.SimpleQueue()
+        self._call = self._transport.log.ProduceStream(iter(self._requests.get, _END))
+        self._answered = False
+        if self._watchdog is None:
+            self._watchdog = threading.Thread(target=self._watch, name="logd-producer-stream-watchdog", daemon=True)
+            self._watchdog.start()
+
+    def _discard(self) -> None:
+        call, requests, self._call, self._requests = self._call, self._requests, None, None
+        if requests is not None:
+            requests.put(_END)
+        if call is not None:
+            call.cancel()
+
+    def _failure(self, exc: grpc.RpcError, fresh: bool) -> grpc.RpcError | StreamRefused:
+        status = exc.code()
+        if self._timed_out:
+            return _StreamError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                f"no produce answer within {self._timeout_s:.1f} s (request_timeout_ms)")
+        if fresh and (status is grpc.StatusCode.UNIMPLEMENTED
+                      or (status is grpc.StatusCode.RESOURCE_EXHAUSTED and error_code_of(exc) is None)):
+            return StreamRefused(exc.details() or str(status))
+        if status is grpc.StatusCode.CANCELLED:
+            return _StreamError(grpc.StatusCode.UNAVAILABLE, f"the produce stream was cancelled: {exc.details()}")
+        return exc
+
+    def _watch(self) -> None:
+        with self._wakeup:
+            while not self._closed:
+                wait_s = self._timeout_s
+                if self._in_flight:
+                    overdue = time.monotonic() - self._sent_at - self._timeout_s
+                    if overdue >= 0:
+                        call = self._call
+                        if call is not None:
+                            self._timed_out = True
+                            call.cancel()
+                    else:
+                        wait_s = -overdue
+                self._wakeup.wait(max(0.001, wait_s))

@@ -1,0 +1,160 @@
+"""The producer's produce stream against a scripted LogService: answers, timeouts, refusals,
+reopening after a failure, and the Producer's fallback to unary Produce."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+
+from logd_sdk import Admin, Producer
+from logd_sdk._produce_stream import ProduceStream, StreamRefused
+from logd_sdk._transport import Transport
+from logd_sdk.protocol import log_pb2, log_pb2_grpc
+from ops.helpers import scrape, value
+from server.helpers import start_server
+
+TIMEOUT_S = 10
+
+
+class ScriptedLog(log_pb2_grpc.LogServiceServicer):
+    """Answers each produce request with base offset = the number of requests before it,
+    unless ``mode`` says otherwise: "refuse" (UNIMPLEMENTED streams), "hang" (the next
+    stream request is never answered), "fail-once" (the first stream dies UNAVAILABLE)."""
+
+    def __init__(self, mode: str = "") -> None:
+        self.mode = mode
+        self.handled = 0
+        self.stream_calls = 0
+        self.unary_calls = 0
+        self.release = threading.Event()
+
+    def _answer(self, request):
+        base = self.handled
+        self.handled += 1
+        return log_pb2.ProduceResponse(results=[
+            log_pb2.ProduceResponse.PartitionResult(topic=p.topic, partition=p.partition, base_offset=base)
+            for p in request.partitions])
+
+    def Produce(self, request, context):
+        self.unary_calls += 1
+        return self._answer(request)
+
+    def ProduceStream(self, request_iterator, context):
+        self.stream_calls += 1
+        if self.mode == "refuse":
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "no streams here")
+        for request in request_iterator:
+            if self.mode == "hang":
+                self.mode = ""
+                self.release.wait(TIMEOUT_S)
+                return
+            if self.mode == "fail-once":
+                self.mode = ""
+                context.abort(grpc.StatusCode.UNAVAILABLE, "going away")
+            yield self._answer(request)
+
+    def InitProducerId(self, request, context):
+        return log_pb2.InitProducerIdResponse(producer_id=1, producer_epoch=0)
+
+
+@pytest.fixture
+def scripted():
+    servers = []
+
+    def start(mode: str = "") -> tuple[ScriptedLog, str]:
+        servicer = ScriptedLog(mode)
+        server = grpc.server(ThreadPoolExecutor(max_workers=8))
+        log_pb2_grpc.add_LogServiceServicer_to_server(servicer, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        servers.append((server, servicer))
+        return servicer, f"127.0.0.1:{port}"
+
+    yield start
+    for server, servicer in servers:
+        servicer.release.set()
+        server.stop(0)
+
+
+def request(topic: str = "t") -> log_pb2.ProduceRequest:
+    return log_pb2.ProduceRequest(partitions=[log_pb2.ProduceRequest.PartitionData(topic=topic, partition=0)])
+
+
+def test_requests_are_answered_in_order_over_one_call(scripted):
+    servicer, address = scripted()
+    transport = Transport(address)
+    stream = ProduceStream(transport, TIMEOUT_S)
+    try:
+        assert [stream.call(request()).results[0].base_offset for _ in range(5)] == [0, 1, 2, 3, 4]
+        assert (servicer.stream_calls, servicer.unary_calls) == (1, 0)
+    finally:
+        stream.close()
+        transport.channel.close()
+
+
+def test_an_unanswered_request_times_out_as_deadline_exceeded(scripted):
+    servicer, address = scripted("hang")
+    transport = Transport(address)
+    stream = ProduceStream(transport, 0.3)
+    try:
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            stream.call(request())
+        assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        assert 0.25 <= time.monotonic() - started < 5
+        servicer.release.set()
+        assert stream.call(request()).results[0].base_offset == 0  # a new stream
+        assert servicer.stream_calls == 2
+    finally:
+        stream.close()
+        transport.channel.close()
+
+
+def test_a_failed_stream_is_reopened_by_the_next_request(scripted):
+    servicer, address = scripted("fail-once")
+    transport = Transport(address)
+    stream = ProduceStream(transport, TIMEOUT_S)
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            stream.call(request())
+        assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert stream.call(request()).results[0].base_offset == 0
+        assert servicer.stream_calls == 2
+    finally:
+        stream.close()
+        transport.channel.close()
+
+
+def test_a_refused_stream_raises_stream_refused(scripted):
+    _, address = scripted("refuse")
+    transport = Transport(address)
+    stream = ProduceStream(transport, TIMEOUT_S)
+    try:
+        with pytest.raises(StreamRefused):
+            stream.call(request())
+    finally:
+        stream.close()
+        transport.channel.close()
+
+
+@pytest.mark.parametrize("max_workers, streams, unary", [(64, 1, 0), (18, 1, 3)])
+def test_the_producer_streams_or_falls_back_to_unary(tmp_path, max_workers, streams, unary):
+    """Against a broker: one stream carries every request; a broker with no stream slots
+    (18 workers) refuses it and the same records go as unary Produce calls."""
+    server = start_server(tmp_path / "data", max_workers=max_workers, metrics_listen="127.0.0.1:0")
+    try:
+        with Admin(server.address) as admin:
+            admin.create_topic("t", partitions=1)
+        with Producer(server.address, linger_ms=0) as producer:
+            offsets = [producer.send("t", b"v%d" % i).get(timeout=TIMEOUT_S).offset for i in range(3)]
+        assert offsets == [0, 1, 2]
+        samples = scrape(server.metrics_address)
+        calls = [value(samples, "logd_rpc_requests_total", method=f"logd.v1.LogService/{name}") or 0
+                 for name in ("ProduceStream", "Produce")]
+        assert calls == [streams, unary]
+    finally:
+        server.stop()

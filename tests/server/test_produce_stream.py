@@ -1,0 +1,123 @@
+"""LogService.ProduceStream over gRPC: ordered answers, errors end the stream, bounded streams."""
+
+from __future__ import annotations
+
+import queue
+import time
+
+import grpc
+import pytest
+
+from logd.server import BrokerServer
+from logd_sdk.protocol import common_pb2, log_pb2
+
+from .helpers import RPC_TIMEOUT_S, batch, connect, error_of, start_server
+
+_END = object()
+
+
+def request(topic: str, partition: int, data: bytes) -> log_pb2.ProduceRequest:
+    return log_pb2.ProduceRequest(partitions=[
+        log_pb2.ProduceRequest.PartitionData(topic=topic, partition=partition, batches=data)])
+
+
+class Stream:
+    """One open ProduceStream fed request by request."""
+
+    def __init__(self, client) -> None:
+        self.requests: queue.SimpleQueue = queue.SimpleQueue()
+        self.responses = client.log.ProduceStream(iter(self.requests.get, _END), timeout=RPC_TIMEOUT_S)
+
+    def call(self, message: log_pb2.ProduceRequest) -> log_pb2.ProduceResponse:
+        self.requests.put(message)
+        return next(self.responses)
+
+    def close(self) -> None:
+        self.requests.put(_END)
+        self.responses.cancel()
+
+
+def test_answers_come_in_request_order_and_partition_errors_keep_the_stream(client):
+    client.create("s", 1)
+    stream = Stream(client)
+    try:
+        offsets = [stream.call(request("s", 0, batch(b"a", b"b"))).results[0].base_offset for _ in range(3)]
+        assert offsets == [0, 2, 4]
+        (missing,) = stream.call(request("nope", 0, batch(b"x"))).results
+        assert missing.error.code == common_pb2.TOPIC_NOT_FOUND
+        assert stream.call(request("s", 0, batch(b"c"))).results[0].base_offset == 6  # still open
+    finally:
+        stream.close()
+    assert client.fetch("s", 0, 0).high_watermark == 7
+
+
+def test_a_request_level_error_ends_the_stream_with_its_status(client):
+    client.create("s", 1)
+    stream = Stream(client)
+    try:
+        assert stream.call(request("s", 0, batch(b"a"))).results[0].base_offset == 0
+        code, logd_error, _ = error_of(lambda: stream.call(log_pb2.ProduceRequest()))  # no partitions
+        assert (code, logd_error) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST")
+    finally:
+        stream.close()
+
+
+def test_streams_over_the_bound_are_refused_and_a_closed_one_frees_its_slot(data_dir):
+    server = start_server(data_dir, max_workers=24)  # 8 long-call slots: 2 streams, 6 waiting fetches
+    client = connect(server)
+    streams = []
+    try:
+        client.create("s", 1)
+        for _ in range(2):
+            streams.append(Stream(client))
+            assert streams[-1].call(request("s", 0, batch(b"x"))).results[0].error.code == common_pb2.NONE
+        extra = Stream(client)
+        code, logd_error, details = error_of(lambda: extra.call(request("s", 0, batch(b"y"))))
+        assert (code, logd_error) == (grpc.StatusCode.RESOURCE_EXHAUSTED, None) and "Produce" in details
+        assert client.produce("s", 0, batch(b"z")).error.code == common_pb2.NONE  # unary still served
+        streams.pop().close()
+        deadline = time.monotonic() + 10
+        while True:  # the handler notices the end of its stream on its own thread
+            again = Stream(client)
+            try:
+                assert again.call(request("s", 0, batch(b"w"))).results[0].error.code == common_pb2.NONE
+                streams.append(again)
+                break
+            except grpc.RpcError as exc:
+                assert exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() < deadline
+                time.sleep(0.01)  # polling interval while the slot is released
+    finally:
+        for stream in streams:
+            stream.close()
+        client.channel.close()
+        server.stop()
+
+
+def test_a_server_without_stream_slots_refuses_every_stream(data_dir):
+    server = start_server(data_dir, max_workers=18)  # 2 long-call slots: no stream
+    client = connect(server)
+    try:
+        client.create("s", 1)
+        code, logd_error, _ = error_of(lambda: Stream(client).call(request("s", 0, batch(b"x"))))
+        assert (code, logd_error) == (grpc.StatusCode.RESOURCE_EXHAUSTED, None)
+    finally:
+        client.channel.close()
+        server.stop()
+
+
+def test_shutdown_ends_an_idle_stream_at_once_instead_of_waiting_out_the_grace(data_dir):
+    server = BrokerServer(data_dir, "127.0.0.1:0", grace_s=30.0).start()
+    client = connect(server)
+    stream = Stream(client)
+    try:
+        client.create("s", 1)
+        assert stream.call(request("s", 0, batch(b"x"))).results[0].base_offset == 0
+        started = time.monotonic()
+        server.stop()
+        assert time.monotonic() - started < 5  # not the 30 s grace (nor grpc's own 10 s cut)
+        with pytest.raises(grpc.RpcError):  # the stream is over
+            stream.call(request("s", 0, batch(b"y")))
+    finally:
+        stream.close()
+        client.channel.close()
+        server.stop()
