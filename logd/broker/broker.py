@@ -40,7 +40,7 @@ import os
 import struct
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Mapping, Protocol, Sequence
 
@@ -240,13 +240,13 @@ class Broker:
                                 else log_.append_unflushed(target.batches, check_records)))
             except Exception as exc:  # reported per partition; the others still succeed
                 results[i] = ProduceResult(target.topic, target.partition, self._produce_error(target, exc))
-        waits = [] if single else [self._flush_pool.submit(partition.log.wait_durable, info.last_offset + 1)
+        waits = [] if single else [self._submit_wait(partition.log, info.last_offset + 1)
                                    for _, partition, info in written[1:]]
         for n, (i, partition, info) in enumerate(written):
             target = targets[i]
             try:
-                if n and waits:
-                    waits[n - 1].result()
+                if n:
+                    _finish_wait(waits[n - 1], partition.log, info.last_offset + 1)
                 elif not single:
                     partition.log.wait_durable(info.last_offset + 1)
             except Exception as exc:
@@ -259,6 +259,14 @@ class Broker:
             results[i] = ProduceResult(target.topic, target.partition, None, info.base_offset,
                                        info.log_append_time_ms, partition.log.log_start_offset)
         return results  # type: ignore[return-value]
+
+    def _submit_wait(self, partition_log: PartitionLog, offset: int) -> Future | None:
+        """A flush-pool wait for ``offset`` to be durable (None once the pool is shut down:
+        the caller then waits itself)."""
+        try:
+            return self._flush_pool.submit(partition_log.wait_durable, offset)
+        except RuntimeError:  # the broker is closing
+            return None
 
     def _writable_partition(self, target: ProduceTarget, internal: bool) -> Partition:
         topic = self.topics.require(target.topic)
@@ -517,6 +525,15 @@ _RECORD = struct.Struct("<I4xiiH")
 _RECORD_SIZE = _RECORD.size  # 18: the timestamp delta is skipped, not left out
 _HEADER_KEY_LENGTH = struct.Struct("<H")
 _HEADER_VALUE_LENGTH = struct.Struct("<i")
+
+
+def _finish_wait(wait: Future | None, partition_log: PartitionLog, offset: int) -> None:
+    """Finish a flush-pool wait; one the pool has not started yet (it is busy with other
+    requests' waits) is taken back and done here, so a request never queues behind others."""
+    if wait is None or wait.cancel():
+        partition_log.wait_durable(offset)
+    else:
+        wait.result()
 
 
 def check_records(batches: bytes | memoryview, position: int, header: codec.BatchHeader) -> None:

@@ -61,7 +61,10 @@ class LogServicer(log_pb2_grpc.LogServiceServicer):
     def end_streams(self) -> None:
         """At shutdown: end every produce stream now, each waiting for its next request at
         once and each handling one after its answer (its producer then sees the stream end
-        and retries elsewhere), instead of holding the shutdown for its whole grace."""
+        and retries elsewhere), instead of holding the shutdown for its whole grace. A
+        request read in the instant before its stream is marked busy is cut like one
+        caught by the end of the grace period: its producer sees UNAVAILABLE and retries
+        (an idempotent producer's retry is answered from the broker's producer state)."""
         self._closing = True
         for context, state in list(self._streams.items()):
             if state is _IDLE:

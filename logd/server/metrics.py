@@ -158,7 +158,8 @@ class TrafficMeter:
 
 class RpcMetrics(grpc.ServerInterceptor):
     """A server interceptor counting each RPC, its failures (status not OK, by code) and
-    timing unary calls. Streams (health Watch, reflection) are counted, not timed."""
+    timing unary calls. Streams (health Watch, reflection, ProduceStream) are counted once
+    each, not timed: the produce requests on a stream show in the partition counters."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter("logd_rpc_requests", "RPCs received.", ["method"], registry=registry)

@@ -27,7 +27,7 @@ _FSYNC_ONLY = not hasattr(os, "fdatasync")
 #: The descriptors ``fsync_dir`` has open (``fsync`` gives them a full fsync).
 _directory_fds: set[int] = set()
 #: Buffers per ``pwritev`` call (the kernel refuses more).
-_IOV_MAX = os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 1024
+_IOV_MAX = max(16, os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 1024)  # -1: unknown
 
 
 def set_fsync_observer(observer: Callable[[float], None] | None) -> Callable[[float], None] | None:

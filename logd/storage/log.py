@@ -251,7 +251,10 @@ class PartitionLog:
             return self._append_locked(batches, parsed, defer_flush=True)
 
     def wait_durable(self, offset: int) -> None:
-        """Block until every offset below ``offset`` is durable (group commit)."""
+        """Block until every offset below ``offset`` is durable (group commit); with the
+        ``never`` flush policy, return at once (appends are visible once written)."""
+        if self._config.flush_policy == "never":
+            return
         with self._lock:
             self._await_durable_locked(offset)
 

@@ -9,13 +9,15 @@ stream instead: requests and answers pair up in order.
   once the request in flight is older than ``request_timeout``; the caller then sees
   DEADLINE_EXCEEDED, as from a unary call. The watchdog sleeps a whole timeout at a time
   and is never woken per request (a thread handoff per request would cost what the
-  stream saves).
+  stream saves); it cancels a request's call at most once, under the lock ``call`` takes
+  to send, so it never cancels a newer request than the overdue one.
 - Failures: any error ends the stream; the next request opens a new one. A stream that
   ends without an answer, or is cancelled by anything but the watchdog (a broker going
   away), reads as UNAVAILABLE, which the sender retries.
 - Refusal: a broker that does not implement the stream (UNIMPLEMENTED) or serves no more
-  of them (RESOURCE_EXHAUSTED without a logd error code) raises :class:`StreamRefused`
-  before it saw the request; the sender then sends it with Produce and keeps to it.
+  of them (RESOURCE_EXHAUSTED without a logd error code, other than gRPC's own "too many
+  calls", which is retried as a busy broker) raises :class:`StreamRefused` before it saw
+  the request; the sender then sends it with Produce, and keeps to Produce for a while.
 
 Thread safety: one thread calls :meth:`ProduceStream.call` (the sender thread);
 ``close`` may come from any thread.
@@ -29,10 +31,11 @@ import time
 
 import grpc
 
-from logd_sdk._transport import Transport, error_code_of
+from logd_sdk._transport import Transport, error_code_of, is_retriable_rpc_error
 from logd_sdk.protocol import log_pb2
 
 _END = object()  # ends the request iterator
+_MIN_WATCH_S = 0.01  # the watchdog's shortest sleep (a tiny request timeout must not spin it)
 
 
 class StreamRefused(Exception):
@@ -67,6 +70,8 @@ class ProduceStream:
         self._sent_at = 0.0
         self._in_flight = False
         self._answered = False  # the open stream answered a request (so it was not refused)
+        self._sequence = 0  # requests sent so far; the watchdog cancels one of them at most once
+        self._cancelled_sequence = 0
         self._timed_out = False
         self._closed = False
         self._wakeup = threading.Condition()
@@ -74,14 +79,16 @@ class ProduceStream:
 
     def call(self, request: log_pb2.ProduceRequest) -> log_pb2.ProduceResponse:
         """The answer to ``request``; raises grpc.RpcError or StreamRefused."""
-        if self._call is None:
-            self._open()
-        call, fresh = self._call, not self._answered
-        self._timed_out = False
-        self._sent_at = time.monotonic()
-        self._in_flight = True
+        with self._wakeup:  # uncontended but for close() and the watchdog's rare checks
+            if self._call is None:
+                self._open_locked()
+            call, requests, fresh = self._call, self._requests, not self._answered
+            self._sequence += 1
+            self._timed_out = False
+            self._sent_at = time.monotonic()
+            self._in_flight = True
         try:
-            self._requests.put(request)
+            requests.put(request)
             response = next(call)
         except StopIteration:
             self._discard()
@@ -90,7 +97,8 @@ class ProduceStream:
             self._discard()
             raise self._failure(exc, fresh) from None
         finally:
-            self._in_flight = False
+            with self._wakeup:
+                self._in_flight = False
         self._answered = True
         return response
 
@@ -101,7 +109,7 @@ class ProduceStream:
             self._wakeup.notify()
         self._discard()
 
-    def _open(self) -> None:
+    def _open_locked(self) -> None:
         if self._closed:
             raise _StreamError(grpc.StatusCode.CANCELLED, "the producer is closed")
         self._requests = queue.SimpleQueue()
@@ -112,7 +120,8 @@ class ProduceStream:
             self._watchdog.start()
 
     def _discard(self) -> None:
-        call, requests, self._call, self._requests = self._call, self._requests, None, None
+        with self._wakeup:
+            call, requests, self._call, self._requests = self._call, self._requests, None, None
         if requests is not None:
             requests.put(_END)
         if call is not None:
@@ -123,8 +132,11 @@ class ProduceStream:
         if self._timed_out:
             return _StreamError(grpc.StatusCode.DEADLINE_EXCEEDED,
                                 f"no produce answer within {self._timeout_s:.1f} s (request_timeout_ms)")
-        if fresh and (status is grpc.StatusCode.UNIMPLEMENTED
-                      or (status is grpc.StatusCode.RESOURCE_EXHAUSTED and error_code_of(exc) is None)):
+        if fresh and not is_retriable_rpc_error(exc, idempotent=False) and (
+                status is grpc.StatusCode.UNIMPLEMENTED
+                or (status is grpc.StatusCode.RESOURCE_EXHAUSTED and error_code_of(exc) is None)):
+            # Refused before the request was read. gRPC's own "too many calls" (a busy
+            # broker) is retriable instead, as for any call.
             return StreamRefused(exc.details() or str(status))
         if status is grpc.StatusCode.CANCELLED:
             return _StreamError(grpc.StatusCode.UNAVAILABLE, f"the produce stream was cancelled: {exc.details()}")
@@ -136,11 +148,12 @@ class ProduceStream:
                 wait_s = self._timeout_s
                 if self._in_flight:
                     overdue = time.monotonic() - self._sent_at - self._timeout_s
-                    if overdue >= 0:
-                        call = self._call
-                        if call is not None:
-                            self._timed_out = True
-                            call.cancel()
-                    else:
+                    if overdue < 0:
                         wait_s = -overdue
-                self._wakeup.wait(max(0.001, wait_s))
+                    elif self._call is not None and self._sequence != self._cancelled_sequence:
+                        # The request of this sequence number is overdue: under the lock,
+                        # call() cannot have sent a newer one meanwhile.
+                        self._cancelled_sequence = self._sequence
+                        self._timed_out = True
+                        self._call.cancel()
+                self._wakeup.wait(max(_MIN_WATCH_S, wait_s))

@@ -12,8 +12,9 @@ future would start grpcio's channel-spin thread anew for every such call and han
 answer over through it (about 9% of the producer's CPU, and two thread switches per
 request). That blocking call goes over the producer's produce stream
 (``_produce_stream``: one long-lived call, ~0.2 ms cheaper per request than a unary
-call) unless the broker refuses streams. Otherwise the RPC is a gRPC future and its answer is handled on gRPC's
-callback thread, so that requests for other partitions overlap.
+call) unless the broker refuses streams (then unary calls for a minute). Otherwise the
+RPC is a gRPC future and its answer is handled on gRPC's callback thread, so that
+requests for other partitions overlap.
 
 Ordering: a partition is muted while a request carrying it is in flight, so batches of
 one partition are appended in order even across retries; requests for different
@@ -84,6 +85,9 @@ log = logging.getLogger("logd_sdk.producer")
 
 _PartitionData = log_pb2.ProduceRequest.PartitionData
 _SEQUENCE_MODULUS = 1 << 31
+#: After a broker refused a produce stream (it serves a bounded number), this long on
+#: unary Produce calls before trying a stream again.
+STREAM_RETRY_AFTER_S = 60
 #: producer_id, producer_epoch, base_sequence at byte 43 of a batch header (see codec).
 _PRODUCER_FIELDS = struct.Struct("<qhi")
 _PRODUCER_FIELDS_AT = 43
@@ -115,7 +119,8 @@ class Sender(threading.Thread):
         self._sequence_lock = threading.Lock()  # guards the producer id, epoch and sequences
         self._producer_id_lock = threading.Lock()  # one InitProducerId at a time
         self._on_metadata_error = on_metadata_error
-        self._stream: ProduceStream | None = ProduceStream(transport, self._request_timeout_s)
+        self._stream = ProduceStream(transport, self._request_timeout_s)
+        self._stream_refused_until = 0.0  # monotonic time; before it, unary Produce calls
         # Guarded by the accumulator's lock:
         self._in_flight = 0
         self._muted: set[tuple[str, int]] = set()
@@ -149,8 +154,7 @@ class Sender(threading.Thread):
             log.exception("producer sender thread died")
             raise
         finally:
-            if self._stream is not None:
-                self._stream.close()
+            self._stream.close()
 
     def _next_batches(self) -> list[ProducerBatch] | None:
         acc = self._acc
@@ -249,14 +253,13 @@ class Sender(threading.Thread):
     def _call_blocking(self, request: log_pb2.ProduceRequest) -> log_pb2.ProduceResponse:
         """The sender thread's call when it is alone in flight: over the produce stream
         (see ``_produce_stream``) unless the broker refused it, then a unary call."""
-        stream = self._stream
-        if stream is not None:
+        if time.monotonic() >= self._stream_refused_until:
             try:
-                return stream.call(request)
+                return self._stream.call(request)
             except StreamRefused as exc:
-                log.info("produce stream refused (%s): unary Produce calls from now on", exc)
-                stream.close()
-                self._stream = None
+                log.info("produce stream refused (%s): unary Produce calls for the next %d s", exc,
+                         STREAM_RETRY_AFTER_S)
+                self._stream_refused_until = time.monotonic() + STREAM_RETRY_AFTER_S
         return self._transport.log.Produce(request, timeout=self._request_timeout_s)
 
     def _encode(self, batch: ProducerBatch) -> bytes:

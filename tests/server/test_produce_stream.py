@@ -72,16 +72,17 @@ def test_streams_over_the_bound_are_refused_and_a_closed_one_frees_its_slot(data
             streams.append(Stream(client))
             assert streams[-1].call(request("s", 0, batch(b"x"))).results[0].error.code == common_pb2.NONE
         extra = Stream(client)
+        streams.append(extra)
         code, logd_error, details = error_of(lambda: extra.call(request("s", 0, batch(b"y"))))
         assert (code, logd_error) == (grpc.StatusCode.RESOURCE_EXHAUSTED, None) and "Produce" in details
         assert client.produce("s", 0, batch(b"z")).error.code == common_pb2.NONE  # unary still served
-        streams.pop().close()
+        streams.pop(0).close()
         deadline = time.monotonic() + 10
         while True:  # the handler notices the end of its stream on its own thread
             again = Stream(client)
+            streams.append(again)
             try:
                 assert again.call(request("s", 0, batch(b"w"))).results[0].error.code == common_pb2.NONE
-                streams.append(again)
                 break
             except grpc.RpcError as exc:
                 assert exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() < deadline
@@ -98,8 +99,10 @@ def test_a_server_without_stream_slots_refuses_every_stream(data_dir):
     client = connect(server)
     try:
         client.create("s", 1)
-        code, logd_error, _ = error_of(lambda: Stream(client).call(request("s", 0, batch(b"x"))))
+        stream = Stream(client)
+        code, logd_error, _ = error_of(lambda: stream.call(request("s", 0, batch(b"x"))))
         assert (code, logd_error) == (grpc.StatusCode.RESOURCE_EXHAUSTED, None)
+        stream.close()
     finally:
         client.channel.close()
         server.stop()
