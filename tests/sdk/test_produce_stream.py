@@ -63,20 +63,25 @@ class ScriptedLog(log_pb2_grpc.LogServiceServicer):
 
 @pytest.fixture
 def scripted():
-    servers = []
+    """``start(mode, timeout_s)``: a ScriptedLog server and a ProduceStream to it."""
+    opened = []
 
-    def start(mode: str = "") -> tuple[ScriptedLog, str]:
+    def start(mode: str = "", timeout_s: float = TIMEOUT_S) -> tuple[ScriptedLog, ProduceStream]:
         servicer = ScriptedLog(mode)
         server = grpc.server(ThreadPoolExecutor(max_workers=8))
         log_pb2_grpc.add_LogServiceServicer_to_server(servicer, server)
         port = server.add_insecure_port("127.0.0.1:0")
         server.start()
-        servers.append((server, servicer))
-        return servicer, f"127.0.0.1:{port}"
+        transport = Transport(f"127.0.0.1:{port}")
+        stream = ProduceStream(transport, timeout_s)
+        opened.append((server, servicer, transport, stream))
+        return servicer, stream
 
     yield start
-    for server, servicer in servers:
+    for server, servicer, transport, stream in opened:
         servicer.release.set()
+        stream.close()
+        transport.channel.close()
         server.stop(0)
 
 
@@ -85,60 +90,36 @@ def request(topic: str = "t") -> log_pb2.ProduceRequest:
 
 
 def test_requests_are_answered_in_order_over_one_call(scripted):
-    servicer, address = scripted()
-    transport = Transport(address)
-    stream = ProduceStream(transport, TIMEOUT_S)
-    try:
-        assert [stream.call(request()).results[0].base_offset for _ in range(5)] == [0, 1, 2, 3, 4]
-        assert (servicer.stream_calls, servicer.unary_calls) == (1, 0)
-    finally:
-        stream.close()
-        transport.channel.close()
+    servicer, stream = scripted()
+    assert [stream.call(request()).results[0].base_offset for _ in range(5)] == [0, 1, 2, 3, 4]
+    assert (servicer.stream_calls, servicer.unary_calls) == (1, 0)
 
 
 def test_an_unanswered_request_times_out_as_deadline_exceeded(scripted):
-    servicer, address = scripted("hang")
-    transport = Transport(address)
-    stream = ProduceStream(transport, 0.3)
-    try:
-        started = time.monotonic()
-        with pytest.raises(grpc.RpcError) as info:
-            stream.call(request())
-        assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
-        assert 0.25 <= time.monotonic() - started < 5
-        servicer.release.set()
-        assert stream.call(request()).results[0].base_offset == 0  # a new stream
-        assert servicer.stream_calls == 2
-    finally:
-        stream.close()
-        transport.channel.close()
+    servicer, stream = scripted("hang", timeout_s=0.3)
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as info:
+        stream.call(request())
+    assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert 0.25 <= time.monotonic() - started < 5
+    servicer.release.set()
+    assert stream.call(request()).results[0].base_offset == 0  # a new stream
+    assert servicer.stream_calls == 2
 
 
 def test_a_failed_stream_is_reopened_by_the_next_request(scripted):
-    servicer, address = scripted("fail-once")
-    transport = Transport(address)
-    stream = ProduceStream(transport, TIMEOUT_S)
-    try:
-        with pytest.raises(grpc.RpcError) as info:
-            stream.call(request())
-        assert info.value.code() is grpc.StatusCode.UNAVAILABLE
-        assert stream.call(request()).results[0].base_offset == 0
-        assert servicer.stream_calls == 2
-    finally:
-        stream.close()
-        transport.channel.close()
+    servicer, stream = scripted("fail-once")
+    with pytest.raises(grpc.RpcError) as info:
+        stream.call(request())
+    assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert stream.call(request()).results[0].base_offset == 0
+    assert servicer.stream_calls == 2
 
 
 def test_a_refused_stream_raises_stream_refused(scripted):
-    _, address = scripted("refuse")
-    transport = Transport(address)
-    stream = ProduceStream(transport, TIMEOUT_S)
-    try:
-        with pytest.raises(StreamRefused):
-            stream.call(request())
-    finally:
-        stream.close()
-        transport.channel.close()
+    _, stream = scripted("refuse")
+    with pytest.raises(StreamRefused):
+        stream.call(request())
 
 
 @pytest.mark.parametrize("max_workers, streams, unary", [(64, 1, 0), (18, 1, 3)])
