@@ -11,6 +11,9 @@ stream instead: requests and answers pair up in order.
   and is never woken per request (a thread handoff per request would cost what the
   stream saves); it cancels a request's call at most once, under the lock ``call`` takes
   to send, so it never cancels a newer request than the overdue one.
+- Idle: a stream unused for ``IDLE_CLOSE_S`` is closed by the watchdog (the broker holds
+  a worker thread per open stream and serves a bounded number); the next request opens
+  a new one.
 - Failures: any error ends the stream; the next request opens a new one. A stream that
   ends without an answer, or is cancelled by anything but the watchdog (a broker going
   away), reads as UNAVAILABLE, which the sender retries.
@@ -36,6 +39,8 @@ from logd_sdk.protocol import log_pb2
 
 _END = object()  # ends the request iterator
 _MIN_WATCH_S = 0.01  # the watchdog's shortest sleep (a tiny request timeout must not spin it)
+#: A stream unused this long is closed: an idle producer does not keep a broker worker.
+IDLE_CLOSE_S = 60.0
 
 
 class StreamRefused(Exception):
@@ -62,9 +67,10 @@ class _StreamError(grpc.RpcError):
 class ProduceStream:
     """Sends Produce requests over one stream, one at a time (see the module docstring)."""
 
-    def __init__(self, transport: Transport, request_timeout_s: float) -> None:
+    def __init__(self, transport: Transport, request_timeout_s: float, idle_close_s: float = IDLE_CLOSE_S) -> None:
         self._transport = transport
         self._timeout_s = request_timeout_s
+        self._idle_close_s = idle_close_s
         self._requests: queue.SimpleQueue | None = None
         self._call = None  # the open stream's response iterator
         self._sent_at = 0.0
@@ -145,15 +151,22 @@ class ProduceStream:
     def _watch(self) -> None:
         with self._wakeup:
             while not self._closed:
+                now = time.monotonic()
                 wait_s = self._timeout_s
+                idle_at = self._sent_at + self._idle_close_s  # unless another request goes first
                 if self._in_flight:
-                    overdue = time.monotonic() - self._sent_at - self._timeout_s
+                    overdue = now - self._sent_at - self._timeout_s
                     if overdue < 0:
-                        wait_s = -overdue
+                        wait_s = -overdue if idle_at <= now else min(-overdue, idle_at - now)
                     elif self._call is not None and self._sequence != self._cancelled_sequence:
                         # The request of this sequence number is overdue: under the lock,
                         # call() cannot have sent a newer one meanwhile.
                         self._cancelled_sequence = self._sequence
                         self._timed_out = True
                         self._call.cancel()
+                elif self._call is not None:
+                    if idle_at <= now:
+                        self._discard()  # idle: give the broker its worker back; reopened when needed
+                    else:
+                        wait_s = idle_at - now
                 self._wakeup.wait(max(_MIN_WATCH_S, wait_s))

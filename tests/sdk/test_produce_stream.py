@@ -29,6 +29,7 @@ class ScriptedLog(log_pb2_grpc.LogServiceServicer):
         self.mode = mode
         self.handled = 0
         self.stream_calls = 0
+        self.streams_ended = 0
         self.unary_calls = 0
         self.release = threading.Event()
 
@@ -47,15 +48,18 @@ class ScriptedLog(log_pb2_grpc.LogServiceServicer):
         self.stream_calls += 1
         if self.mode == "refuse":
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "no streams here")
-        for request in request_iterator:
-            if self.mode == "hang":
-                self.mode = ""
-                self.release.wait(TIMEOUT_S)
-                return
-            if self.mode == "fail-once":
-                self.mode = ""
-                context.abort(grpc.StatusCode.UNAVAILABLE, "going away")
-            yield self._answer(request)
+        try:
+            for request in request_iterator:
+                if self.mode == "hang":
+                    self.mode = ""
+                    self.release.wait(TIMEOUT_S)
+                    return
+                if self.mode == "fail-once":
+                    self.mode = ""
+                    context.abort(grpc.StatusCode.UNAVAILABLE, "going away")
+                yield self._answer(request)
+        finally:
+            self.streams_ended += 1
 
     def InitProducerId(self, request, context):
         return log_pb2.InitProducerIdResponse(producer_id=1, producer_epoch=0)
@@ -66,14 +70,15 @@ def scripted():
     """``start(mode, timeout_s)``: a ScriptedLog server and a ProduceStream to it."""
     opened = []
 
-    def start(mode: str = "", timeout_s: float = TIMEOUT_S) -> tuple[ScriptedLog, ProduceStream]:
+    def start(mode: str = "", timeout_s: float = TIMEOUT_S, idle_close_s: float = 60.0
+              ) -> tuple[ScriptedLog, ProduceStream]:
         servicer = ScriptedLog(mode)
         server = grpc.server(ThreadPoolExecutor(max_workers=8))
         log_pb2_grpc.add_LogServiceServicer_to_server(servicer, server)
         port = server.add_insecure_port("127.0.0.1:0")
         server.start()
         transport = Transport(f"127.0.0.1:{port}")
-        stream = ProduceStream(transport, timeout_s)
+        stream = ProduceStream(transport, timeout_s, idle_close_s)
         opened.append((server, servicer, transport, stream))
         return servicer, stream
 
@@ -113,6 +118,17 @@ def test_a_failed_stream_is_reopened_by_the_next_request(scripted):
         stream.call(request())
     assert info.value.code() is grpc.StatusCode.UNAVAILABLE
     assert stream.call(request()).results[0].base_offset == 0
+    assert servicer.stream_calls == 2
+
+
+def test_an_idle_stream_is_closed_and_reopened_when_needed(scripted):
+    servicer, stream = scripted(idle_close_s=0.2)
+    assert stream.call(request()).results[0].base_offset == 0
+    deadline = time.monotonic() + TIMEOUT_S
+    while servicer.streams_ended == 0:  # the broker's handler sees its stream end
+        assert time.monotonic() < deadline, "the idle stream stayed open"
+        time.sleep(0.01)  # polling interval
+    assert stream.call(request()).results[0].base_offset == 1
     assert servicer.stream_calls == 2
 
 
