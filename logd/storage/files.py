@@ -64,19 +64,15 @@ class FileSystem:
         if type(self).pwrite is not FileSystem.pwrite:
             self.pwrite(fd, b"".join(buffers), position)
             return
-        if len(buffers) <= _IOV_MAX:
-            written = os.pwritev(fd, buffers, position)
-            if written == sum(map(len, buffers)):  # the usual case: all of it at once
-                return
-            buffers, position = _after(buffers, written), position + written
-        views = [view for view in map(memoryview, buffers) if view.nbytes]
-        while views:
-            chunk = views[:_IOV_MAX]
-            written = os.pwritev(fd, chunk, position)
+        remaining = sum(map(len, buffers))
+        while remaining:
+            written = os.pwritev(fd, buffers[:_IOV_MAX], position)
             if written <= 0:
                 raise OSError(f"pwritev wrote {written} bytes")
+            remaining -= written
             position += written
-            views = _after(views, written)
+            if remaining:  # a short write, or more buffers than one call takes
+                buffers = _after(buffers, written)
 
     def pread(self, fd: int, size: int, position: int) -> bytes:
         """Up to ``size`` bytes at ``position`` (fewer only at the end of the file)."""

@@ -64,7 +64,6 @@ import grpc
 
 from logd_sdk import codec
 from logd_sdk._accumulator import ProducerBatch, RecordAccumulator
-from logd_sdk._produce_stream import ProduceStream, StreamRefused
 from logd_sdk._errors import (
     BrokerUnavailableError,
     IllegalStateError,
@@ -78,6 +77,7 @@ from logd_sdk._errors import (
     TopicNotFoundError,
     UnknownServerError,
 )
+from logd_sdk._produce_stream import ProduceStream, StreamRefused
 from logd_sdk._transport import Transport, backoff_s, error_from_proto, error_from_rpc, is_retriable_rpc_error
 from logd_sdk.protocol import log_pb2
 
