@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 FLUSH_POLICIES = ("group", "always", "never")
 
@@ -38,9 +39,9 @@ class LogConfig:
             raise ValueError(f"flush_policy must be one of {FLUSH_POLICIES}: {self.flush_policy!r}")
 
 
-@dataclass(frozen=True)
-class AppendInfo:
-    """Offsets assigned to one ``append`` call (inclusive range) and the broker's clock."""
+class AppendInfo(NamedTuple):
+    """Offsets assigned to one ``append`` call (inclusive range) and the broker's clock
+    (a tuple: made on every append, five times cheaper than a frozen dataclass)."""
 
     base_offset: int
     last_offset: int

@@ -353,7 +353,7 @@ class PartitionLog:
 
     def _lead_flush_locked(self) -> None:
         """fsync the active segment without holding the lock; publish the durable end."""
-        active = self._active_locked()
+        active = self._active_locked(touch=False)  # the append being synced touched it
         target_offset, target_position = self._log_end_offset, active.size
         assert active.write_handle is not None
         fd = active.write_handle.fd
@@ -562,11 +562,14 @@ class PartitionLog:
         if self._closed:
             raise LogClosedError(f"{self.directory} is closed")
 
-    def _active_locked(self) -> Segment:
-        """The active segment with its file open (reopened if it was parked)."""
+    def _active_locked(self, *, touch: bool = True) -> Segment:
+        """The active segment with its file open (reopened if it was parked); ``touch``:
+        count this as a use in the LRU of open active segments."""
         active = self._segments[-1]
         if active.parked:
             active.unpark_locked(self._read_only)
+        elif not touch:
+            return active
         OPEN_ACTIVE_SEGMENTS.touch(self)
         return active
 
