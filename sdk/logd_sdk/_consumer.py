@@ -67,7 +67,10 @@ class Consumer:
     10000) is how long the broker waits for a heartbeat before evicting the member;
     ``heartbeat_interval_ms`` is accepted for Kafka compatibility but the broker sets the
     interval (KIP-848). ``group_instance_id`` makes the member static: a restart within the
-    session timeout gets its partitions back. Fetch sizes are bytes.
+    session timeout gets its partitions back. Fetch sizes are bytes (as stored, before
+    decompression): ``max_partition_fetch_bytes`` per partition (1 MiB, Kafka's default)
+    and ``fetch_max_bytes`` per response (4 MiB; a 4-8 MiB response decoded 5-10% slower
+    than 1 MiB ones here, and two responses wait at most, decompressed).
     """
 
     def __init__(self, bootstrap: str = "127.0.0.1:7070", group_id: str | None = None, *,
@@ -75,7 +78,7 @@ class Consumer:
                  auto_commit_interval_ms: int = 5000, max_poll_records: int = 500,
                  session_timeout_ms: int = 45000, heartbeat_interval_ms: int = 3000,
                  group_instance_id: str | None = None, fetch_min_bytes: int = 1, fetch_max_wait_ms: int = 500,
-                 fetch_max_bytes: int = 8 * 1024 * 1024, max_partition_fetch_bytes: int = 4 * 1024 * 1024,
+                 fetch_max_bytes: int = 4 * 1024 * 1024, max_partition_fetch_bytes: int = 1024 * 1024,
                  check_crcs: bool = True, request_timeout_ms: int = 30000, default_api_timeout_ms: int = 60000,
                  retry_backoff_ms: int = 100) -> None:
         if group_id is not None and (not isinstance(group_id, str) or not group_id):

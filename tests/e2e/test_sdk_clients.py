@@ -1,5 +1,6 @@
 """Producer and Consumer against a real broker: partitioning, order, replay, errors."""
 
+import os
 import threading
 import time
 
@@ -123,6 +124,22 @@ def test_replay_from_an_offset_and_from_a_time(broker, admin, producer, topic):
         consumer.seek_to_end()
         assert consumer.position(tp) == 30 and consumer.poll(timeout_ms=100) == []
         assert consumer.beginning_offsets([tp]) == {tp: 0} and consumer.end_offsets([tp]) == {tp: 30}
+
+
+def test_every_partition_with_a_backlog_gets_its_share_of_the_fetches(broker, admin, producer, topic):
+    """A fetch's byte budget fits two partitions' batches here, and all three have a
+    backlog: the fetch order rotates, so the third partition is served long before the
+    first two are caught up (a fixed order would starve it until then)."""
+    admin.create_topic(topic, partitions=3)
+    for partition in range(3):
+        for i in range(12):  # one ~4 KB batch per record, incompressible
+            producer.send(topic, value=os.urandom(4000), partition=partition).result(timeout=10)
+    records = consume_all(broker.address, [TopicPartition(topic, p) for p in range(3)], 36,
+                          fetch_max_bytes=9000, max_partition_fetch_bytes=4500)
+    order = [r.partition for r in records]
+    assert sorted(order) == [0] * 12 + [1] * 12 + [2] * 12
+    last_of = {p: len(order) - 1 - order[::-1].index(p) for p in range(3)}
+    assert order.index(2) < min(last_of[0], last_of[1]) - 6, order
 
 
 def test_latest_consumer_sees_new_records_quickly(broker, admin, producer, topic):

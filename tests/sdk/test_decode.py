@@ -63,3 +63,28 @@ def test_completed_fetch_hands_out_records_across_polls():
     out = []
     assert completed.take(state, 100, out)
     assert [r.offset for r in out] == list(range(7, 15)) and state.position == 15
+
+
+def test_records_without_headers_share_a_read_only_empty_list():
+    """Records without headers all hold one empty list (one tracked object per record less
+    for the garbage collector); it reads, compares, copies and pickles as [] and refuses
+    changes, as the immutable Record it belongs to."""
+    import copy
+    import pickle
+
+    batch = codec.encode_batch([(1, b"k", b"a", None), (2, b"k", b"b", None), (3, None, b"c", [("h", b"1")])])
+    header, section = section_of(batch)
+    first, second, third = decode_records("t", 0, header, section, 0)
+    assert first.headers is second.headers
+    assert first.headers == [] and isinstance(first.headers, list) and not first.headers
+    assert third.headers == [("h", b"1")]
+    for mutate in (lambda h: h.append(("x", b"")), lambda h: h.extend([("x", b"")]), lambda h: h.clear(),
+                   lambda h: h.insert(0, ("x", b"")), lambda h: h.__setitem__(slice(0, 0), [("x", b"")]),
+                   lambda h: h.__iadd__([("x", b"")])):
+        with pytest.raises(TypeError):
+            mutate(first.headers)
+    assert first.headers == [] and second.headers == []
+    for copied in (copy.copy(first.headers), copy.deepcopy(first), pickle.loads(pickle.dumps(first))):
+        headers = copied if isinstance(copied, list) else copied.headers
+        assert type(headers) is list and headers == []
+    assert pickle.loads(pickle.dumps(first)) == first
