@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 from peers.base import Settings, Target
@@ -24,6 +25,7 @@ from peers.procs import ServerProcess, SkipSystem, free_port
 from peers.workload import Workload
 
 CHUNK_RECORDS = 10_000       # records between progress updates
+WINDOW_RECORDS = 50_000      # unchecked acks at most (rabbitmq_streams: unconfirmed records)
 POLL_RECORDS = 10_000        # max_records per poll when draining
 
 
@@ -35,7 +37,7 @@ class Logd(Target):
     durability = "fsync before ack (default flush policy)"
     fsync_before_ack = True
     notes = ("logd_sdk Producer with its defaults (linger 5 ms, 256 KiB batches, zstd, acks=all), "
-             "Consumer.assign + poll; one partition.",)
+             "every record's future checked, at most 50,000 unchecked; Consumer.assign + poll; one partition.",)
 
     def __init__(self) -> None:
         self.server: ServerProcess | None = None
@@ -87,19 +89,26 @@ class Logd(Target):
 
         self._create_topic("orders")
         keys, values, count = workload.keys, workload.values, workload.count
-        futures = []
-        append = futures.append
+        unchecked: deque[list] = deque()  # the futures of the last chunks sent, oldest first
+        checked = 0
         with Producer(self.bootstrap) as producer:
             producer.partitions_for("orders")  # metadata fetched outside the timed region
             send = producer.send
             started = time.perf_counter()
             for start in range(0, count, CHUNK_RECORDS):
-                for i in range(start, min(start + CHUNK_RECORDS, count)):
-                    append(send("orders", values[i], keys[i]))
+                unchecked.append([send("orders", values[i], keys[i])
+                                  for i in range(start, min(start + CHUNK_RECORDS, count))])
+                # Every ack is checked, the oldest chunk once WINDOW_RECORDS are unchecked
+                # (waiting for it if need be), as the RabbitMQ client's confirms are.
+                if len(unchecked) * CHUNK_RECORDS > WINDOW_RECORDS:
+                    checked += _check_futures(unchecked.popleft())
                 progress.update(start + CHUNK_RECORDS)
             producer.flush()
             elapsed = time.perf_counter() - started
-        _check_futures(futures, count)
+        for futures in unchecked:
+            checked += _check_futures(futures)
+        if checked != count:
+            raise AssertionError(f"{checked} futures for {count} records")
         return elapsed
 
     def consume(self, count: int, progress: Progress, stall_timeout_s: float) -> float:
@@ -167,14 +176,14 @@ class Logd(Target):
             consumer.close()
         if errors:
             raise errors[0]
-        _check_futures(futures, probe.count)
+        if _check_futures(futures) != probe.count:
+            raise AssertionError(f"{len(futures)} futures for {probe.count} records")
 
 
-def _check_futures(futures: list, count: int) -> None:
-    """Every send was acknowledged with an offset (raises the first error)."""
-    if len(futures) != count:
-        raise AssertionError(f"{len(futures)} futures for {count} records")
+def _check_futures(futures: list) -> int:
+    """Every send was acknowledged with an offset (raises the first error); returns how many."""
     for future in futures:
-        error = future.exception(0)
+        error = future.exception(60)
         if error is not None:
             raise error
+    return len(futures)

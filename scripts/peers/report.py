@@ -62,7 +62,8 @@ def fairness_notes(measurements: Sequence[Measurement], records: int, rate_per_s
         f"- fsync before the ack: {', '.join(durable) or 'none'}; "
         f"acked before the data is on disk: {', '.join(not_durable) or 'none'}.",
         f"- Same {records:,} records for every system (keys from 10,000 users, ~108-byte JSON values), "
-        "one stream/topic/partition each, one client process; server and client share this machine's cores.",
+        "one stream/topic/partition each, one client process; server and client share this machine's cores; "
+        "the pre-generated records are frozen out of the client's garbage collector (gc.freeze).",
         "- Produce: best batching the Python client offers, timed until every ack/confirm arrived. "
         "Consume: from the beginning, until every record is in hand as key and value.",
         f"- Latency: send -> receive in one process at {rate_per_s:,.0f} rec/s; producer linger "

@@ -190,7 +190,13 @@ class Sender(threading.Thread):
         each partition's full batch as a request of its own, four at a time, and the
         extra requests' cost on both sides (gRPC futures, callbacks, broker handlers on 2
         cores) made 4 partitions 0.88 as fast as 1 (bench.py: 480-510k against
-        550-580k records/s; now 660-680k against 520-560k).
+        550-580k records/s; now 630-680k against 510-580k). The price, under a producer
+        that saturates the sender: one request in flight at a time (up to
+        ``max_request_size``), so more waits in the accumulator (4 partitions: ack p99
+        100-230 ms against ~60 ms; it stays below ``buffer_memory`` at that rate).
+        Sending from here as soon as a request's worth was waiting kept the p99 at
+        ~65 ms but also the old throughput (450k). Unsaturated (latency.py) nothing
+        changes: batches are sent by linger, one request at a time either way.
         """
         with self._acc.lock:
             if self._forced:
