@@ -202,9 +202,9 @@ def main() -> int:
             print(f"[{name}] {size / MB:.1f} MB in {len(batches)} batches")
             print(f"  encode {r['encode_us_per_record']:.3f} us/record   decode {r['decode_us_per_record']:.3f} us/record")
             print(f"  append {r['append_records_s']:,.0f} records/s  {r['append_mb_s']:.1f} MB/s   "
-                  f"raw write+sync {r['raw_write_mb_s']:.1f} MB/s   ratio {r['append_ratio']:.2f}")
+                  f"raw write+sync {r['raw_write_mb_s']:.1f} MB/s   ratio {r['append_ratio']:.2f} (median round)")
             print(f"  read   {r['read_records_s']:,.0f} records/s  {r['read_mb_s']:.1f} MB/s   "
-                  f"raw read {r['raw_read_mb_s']:.1f} MB/s   ratio {r['read_ratio']:.2f}")
+                  f"raw read {r['raw_read_mb_s']:.1f} MB/s   ratio {r['read_ratio']:.2f} (median round)")
             for key, value in r.items():
                 results[f"{name}_{key}"] = value
     finally:

@@ -353,7 +353,7 @@ class PartitionLog:
 
     def _lead_flush_locked(self) -> None:
         """fsync the active segment without holding the lock; publish the durable end."""
-        active = self._active_locked(touch=False)  # the append being synced touched it
+        active = self._active_locked(touch=False)  # appends touch it (only LRU order is at stake)
         target_offset, target_position = self._log_end_offset, active.size
         assert active.write_handle is not None
         fd = active.write_handle.fd

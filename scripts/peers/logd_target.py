@@ -100,7 +100,7 @@ class Logd(Target):
                                   for i in range(start, min(start + CHUNK_RECORDS, count))])
                 # Every ack is checked, the oldest chunk once WINDOW_RECORDS are unchecked
                 # (waiting for it if need be), as the RabbitMQ client's confirms are.
-                if len(unchecked) * CHUNK_RECORDS > WINDOW_RECORDS:
+                if len(unchecked) * CHUNK_RECORDS >= WINDOW_RECORDS:
                     checked += _check_futures(unchecked.popleft())
                 progress.update(start + CHUNK_RECORDS)
             producer.flush()

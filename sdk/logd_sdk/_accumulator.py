@@ -135,13 +135,19 @@ class RecordAccumulator:
         self.flushing = 0
         self.closed = False
         self.memory_waiters = 0
-        # Set (without the lock: a hint) when a batch fills up; Producer.send then sends it.
+        # Set (without the lock: a hint) when a batch fills up; Producer.send then hands it
+        # on (Sender.send_ready_now).
         self.batch_filled = False
         # The batch the last append went into (a hint for the sticky partitioner, read
         # without the lock right after append: a racing thread only makes a batch uneven).
         self.last_batch: ProducerBatch | None = None
         self.filled: list[ProducerBatch] = []  # batches closed full, for compress_ahead
         self.queues: dict[str, list[deque[ProducerBatch]]] = {}
+        # Every (topic, partition, queue), in the order drains visit them, and where the
+        # next drain starts: after the partition a full request stopped at (Kafka's drain
+        # index), so that partitions late in the order are not left out again and again.
+        self._drain_order: list[tuple[str, int, deque[ProducerBatch]]] = []
+        self._drain_from = 0
         self.incomplete: dict[int, BatchResult] = {}  # id -> result of every unresolved batch
 
     # -- the user's side ------------------------------------------------------------------
@@ -213,6 +219,7 @@ class RecordAccumulator:
         queues = self.queues.setdefault(topic, [])
         while len(queues) < partitions:
             queues.append(deque())
+            self._drain_order.append((topic, len(queues) - 1, queues[-1]))
         return queues
 
     def _wait_for_memory_locked(self, size: int) -> None:
@@ -254,34 +261,38 @@ class RecordAccumulator:
         drained: list[ProducerBatch] = []
         total = 0
         next_ready: float | None = None
-        for topic, queues in self.queues.items():
-            for partition, queue in enumerate(queues):
-                if not queue or (topic, partition) in muted:
-                    continue
-                retrying = False
-                # A retried request goes out whole, never split by max_request_size: the
-                # producer's sequence bookkeeping after a failure relies on it.
-                while queue and (total < max_request_size or retrying):
-                    batch = queue[0]
-                    if retrying and not batch.attempts:
-                        break
-                    ready_at = batch.retry_at if batch.attempts else batch.created + linger_s
-                    if batch.attempts and ready_at > now:
-                        break
-                    if not (batch.closed or urgent or ready_at <= now or len(queue) > 1):
-                        break
-                    queue.popleft()
-                    retrying = retrying or batch.attempts > 0
-                    batch.closed = True
-                    drained.append(batch)
-                    total += batch.size
-                if queue:
-                    first = queue[0]
-                    ready_at = first.retry_at if first.attempts else first.created + linger_s
-                    if next_ready is None or ready_at < next_ready:
-                        next_ready = ready_at
-                if total >= max_request_size:
-                    return drained, now
+        order = self._drain_order
+        count = len(order)
+        start = self._drain_from % count if count else 0
+        for step in range(count):
+            topic, partition, queue = order[(start + step) % count]
+            if not queue or (topic, partition) in muted:
+                continue
+            retrying = False
+            # A retried request goes out whole, never split by max_request_size: the
+            # producer's sequence bookkeeping after a failure relies on it.
+            while queue and (total < max_request_size or retrying):
+                batch = queue[0]
+                if retrying and not batch.attempts:
+                    break
+                ready_at = batch.retry_at if batch.attempts else batch.created + linger_s
+                if batch.attempts and ready_at > now:
+                    break
+                if not (batch.closed or urgent or ready_at <= now or len(queue) > 1):
+                    break
+                queue.popleft()
+                retrying = retrying or batch.attempts > 0
+                batch.closed = True
+                drained.append(batch)
+                total += batch.size
+            if queue:
+                first = queue[0]
+                ready_at = first.retry_at if first.attempts else first.created + linger_s
+                if next_ready is None or ready_at < next_ready:
+                    next_ready = ready_at
+            if total >= max_request_size:
+                self._drain_from = start + step + 1
+                return drained, now
         return drained, next_ready
 
     def take_filled_locked(self) -> list[ProducerBatch]:

@@ -67,10 +67,11 @@ class Consumer:
     10000) is how long the broker waits for a heartbeat before evicting the member;
     ``heartbeat_interval_ms`` is accepted for Kafka compatibility but the broker sets the
     interval (KIP-848). ``group_instance_id`` makes the member static: a restart within the
-    session timeout gets its partitions back. Fetch sizes are bytes (as stored, before
+    session timeout gets its partitions back. Fetch sizes are bytes as stored (before
     decompression): ``max_partition_fetch_bytes`` per partition (1 MiB, Kafka's default)
-    and ``fetch_max_bytes`` per response (4 MiB; a 4-8 MiB response decoded 5-10% slower
-    than 1 MiB ones here, and two responses wait at most, decompressed).
+    and ``fetch_max_bytes`` per response (4 MiB). These consumed 5-10% faster here than
+    the earlier 4 MiB per partition and 8 MiB per response (smaller responses keep the
+    decoding in the CPU's cache), and at most two responses wait, decompressed.
     """
 
     def __init__(self, bootstrap: str = "127.0.0.1:7070", group_id: str | None = None, *,

@@ -6,7 +6,8 @@ partition from its ``fetch_position``; check each batch's CRC and decompress it 
 (zlib and zstd release the GIL, so this overlaps with the application), and append one
 :class:`CompletedFetch` per partition to the buffer. At most ``max_buffered_responses``
 responses wait in the buffer: that bounds memory to about that many ``fetch_max_bytes``
-(decompressed). Data of an older epoch (fetched before a seek or a new assignment) is
+once decompressed (the sizes count stored, compressed bytes: several times that with
+zstd, more with one oversized batch). Data of an older epoch (fetched before a seek or a new assignment) is
 dropped when drained.
 
 The Fetch is a blocking call on the fetcher's own channel, not a gRPC future: a future

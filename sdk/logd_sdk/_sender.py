@@ -184,19 +184,21 @@ class Sender(threading.Thread):
         and, with one request in flight per partition, capped throughput (the batches of
         the next request are now compressed while the current one is in flight).
 
-        It sends only when no request is in flight. Otherwise the sender thread takes the
-        batch when the request in flight is answered, together with every other batch
-        ready by then, in one request: with 4 partitions the producing thread used to send
-        each partition's full batch as a request of its own, four at a time, and the
-        extra requests' cost on both sides (gRPC futures, callbacks, broker handlers on 2
-        cores) made 4 partitions 0.88 as fast as 1 (bench.py: 480-510k against
-        550-580k records/s; now 630-680k against 510-580k). The price, under a producer
-        that saturates the sender: one request in flight at a time (up to
-        ``max_request_size``), so more waits in the accumulator (4 partitions: ack p99
-        100-230 ms against ~60 ms; it stays below ``buffer_memory`` at that rate).
-        Sending from here as soon as a request's worth was waiting kept the p99 at
-        ~65 ms but also the old throughput (450k). Unsaturated (latency.py) nothing
-        changes: batches are sent by linger, one request at a time either way.
+        It sends only when no request is in flight. Otherwise it leaves the batch to the
+        sender thread: when that thread is in its blocking call (the usual case under
+        load) it takes the batch once the answer comes, with the other batches ready by
+        then (up to ``max_request_size``) in one request; when it is idle (the request in
+        flight is a future) it sends at once, alongside, up to ``max_in_flight``. With 4
+        partitions the producing thread used to send each partition's full batch as a
+        request of its own, four at a time, and the extra requests' cost on both sides
+        (gRPC futures, callbacks, broker handlers on 2 cores) made 4 partitions 0.88 as
+        fast as 1 (bench.py: 480-510k against 550-580k records/s; now 630-680k against
+        510-580k). Under a producer that saturates the sender that is mostly one request
+        in flight at a time, up to ``max_request_size``: full requests take turns among
+        the partitions (``RecordAccumulator.drain_locked``), else the ack p99 of 4
+        partitions went from ~60 ms to 100-230 ms (it is ~60 ms with the turns).
+        Unsaturated (latency.py) nothing changes: batches are sent by linger, one request
+        at a time either way.
         """
         with self._acc.lock:
             if self._forced:

@@ -31,7 +31,8 @@ class RecordMetadata:
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One consumed record. ``value`` None is a tombstone; ``headers`` keep send order."""
+    """One consumed record. ``value`` None is a tombstone; ``headers`` keep send order
+    (read them, do not change them: copy with ``list(record.headers)`` to edit)."""
 
     topic: str
     partition: int
@@ -65,18 +66,22 @@ class _NoHeaders(list):
 
     __slots__ = ()
 
+    def __new__(cls, *args: object) -> list:  # type: ignore[misc]
+        # Whatever builds "another one of these" (dataclasses.asdict, copies) gets a list.
+        return list(*args)  # type: ignore[call-overload]
+
     def _read_only(self, *args: object, **kwargs: object) -> None:
         raise TypeError("a consumed record's headers are read-only")
 
     append = extend = insert = pop = remove = clear = sort = reverse = _read_only  # type: ignore[assignment]
-    __setitem__ = __delitem__ = __iadd__ = __imul__ = _read_only  # type: ignore[assignment]
+    __init__ = __setitem__ = __delitem__ = __iadd__ = __imul__ = _read_only  # type: ignore[assignment]
 
     def __reduce__(self) -> tuple:
         return list, ()
 
 
-#: See :class:`_NoHeaders`.
-NO_HEADERS: list[tuple[str, bytes | None]] = _NoHeaders()
+#: See :class:`_NoHeaders` (made without its ``__new__``, which makes plain lists).
+NO_HEADERS: list[tuple[str, bytes | None]] = list.__new__(_NoHeaders)
 
 
 def make_record(topic: str, partition: int, offset: int, timestamp_ms: int, key: bytes | None,

@@ -142,6 +142,19 @@ def test_every_partition_with_a_backlog_gets_its_share_of_the_fetches(broker, ad
     assert order.index(2) < min(last_of[0], last_of[1]) - 6, order
 
 
+def test_a_batch_larger_than_the_partition_fetch_size_arrives_whole(broker, admin, producer, topic):
+    """With the default fetch sizes (1 MiB a partition, 4 MiB a response) a 2 MB record of
+    the second partition, behind a backlog in the first, still arrives whole."""
+    admin.create_topic(topic, partitions=2, config={"max.message.bytes": str(4 << 20)})
+    for _ in range(5):
+        producer.send(topic, value=os.urandom(300_000), partition=0).result(timeout=10)
+    big = os.urandom(2_000_000)
+    producer.send(topic, value=big, partition=1).result(timeout=10)
+    records = consume_all(broker.address, [TopicPartition(topic, 0), TopicPartition(topic, 1)], 6)
+    assert sorted(r.partition for r in records) == [0] * 5 + [1]
+    assert next(r.value for r in records if r.partition == 1) == big
+
+
 def test_latest_consumer_sees_new_records_quickly(broker, admin, producer, topic):
     """A tailing consumer (auto_offset_reset=latest) gets a record within ms of its ack."""
     admin.create_topic(topic)

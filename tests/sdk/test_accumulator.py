@@ -91,7 +91,31 @@ def test_muted_partitions_and_request_size():
     assert [b.partition for b in batches] == [1, 1, 1]
     with acc.lock:
         batches, _ = acc.drain_locked(time.monotonic() + 1, set(), BIG)
-    assert [b.partition for b in batches] == [0, 0, 0, 0, 1, 2, 2, 2, 2]
+    # The next drain starts after the partition the full request stopped at.
+    assert [b.partition for b in batches] == [2, 2, 2, 2, 0, 0, 0, 0, 1]
+
+
+def test_full_requests_take_turns_among_the_partitions():
+    """When every partition has more ready than one request holds, successive drains
+    start where the last one stopped: every partition is served within a round, none
+    waits until the others run dry (8 partitions, requests of 4 batches)."""
+    acc = make(batch_size=100, linger_ms=0)
+    for partition in range(8):
+        for _ in range(3):
+            acc.append("t", partition, 8, 1000, None, b"x" * 82, None, 100, 100)
+    served = []
+    with acc.lock:
+        for _ in range(2):
+            batches, _ = acc.drain_locked(time.monotonic() + 1, set(), 400)
+            assert len(batches) == 4
+            served.append(sorted({b.partition for b in batches}))
+    assert served == [[0, 1], [2, 3]]
+    with acc.lock:
+        for _ in range(4):
+            acc.drain_locked(time.monotonic() + 1, set(), 400)
+    with acc.lock:
+        rest, _ = acc.drain_locked(time.monotonic() + 1, set(), BIG)
+    assert rest == []  # 6 drains of 4 took all 24 batches, 3 from each partition
 
 
 def test_requeued_batches_keep_their_order_and_wait_for_backoff():

@@ -70,6 +70,7 @@ def test_records_without_headers_share_a_read_only_empty_list():
     for the garbage collector); it reads, compares, copies and pickles as [] and refuses
     changes, as the immutable Record it belongs to."""
     import copy
+    import dataclasses
     import pickle
 
     batch = codec.encode_batch([(1, b"k", b"a", None), (2, b"k", b"b", None), (3, None, b"c", [("h", b"1")])])
@@ -88,3 +89,8 @@ def test_records_without_headers_share_a_read_only_empty_list():
         headers = copied if isinstance(copied, list) else copied.headers
         assert type(headers) is list and headers == []
     assert pickle.loads(pickle.dumps(first)) == first
+    as_dict = dataclasses.asdict(first)
+    assert type(as_dict["headers"]) is list and as_dict["headers"] == []
+    with pytest.raises(TypeError):
+        first.headers.__init__([("x", b"")])
+    assert first.headers == []
