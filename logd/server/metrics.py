@@ -14,7 +14,9 @@ a record, so the number of series is bounded by partitions x groups.
       logd_group_oldest_unconsumed_age_seconds                          gauges, read at scrape
     per RPC (method = "logd.v1.LogService/Produce", code = gRPC status name)
       logd_rpc_requests_total, logd_rpc_errors_total{method,code},
-      logd_rpc_latency_seconds (histogram; a Fetch's includes its long-poll wait)
+      logd_rpc_latency_seconds (histogram; a Fetch's includes its long-poll wait); each
+      request on a ProduceStream counts and is timed as a Produce (the stream itself
+      counts once under ProduceStream)
     broker
       logd_broker_info{version}, logd_broker_serving (1 once recovered, 0 while starting
       or stopping), logd_broker_recovery_seconds
@@ -51,6 +53,7 @@ import logging
 import struct
 import threading
 import time
+from collections import deque
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import grpc
@@ -156,10 +159,16 @@ class TrafficMeter:
 
 # -- RPCs -------------------------------------------------------------------------------
 
+#: Streams whose every request is a request of a unary method (answered in order): each
+#: is counted, timed and its failure counted under that method, as if sent alone.
+_STREAMED_UNARY = {"logd.v1.LogService/ProduceStream": "logd.v1.LogService/Produce"}
+
+
 class RpcMetrics(grpc.ServerInterceptor):
     """A server interceptor counting each RPC, its failures (status not OK, by code) and
     timing unary calls. Streams (health Watch, reflection, ProduceStream) are counted once
-    each, not timed: the produce requests on a stream show in the partition counters."""
+    each, not timed; the requests on a produce stream count as Produce calls
+    (``_STREAMED_UNARY``), so that produce traffic shows the same whichever way it came."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter("logd_rpc_requests", "RPCs received.", ["method"], registry=registry)
@@ -185,6 +194,9 @@ class RpcMetrics(grpc.ServerInterceptor):
 
     def _wrap(self, method: str, handler):
         requests = self.requests.labels(method)
+        unary = _STREAMED_UNARY.get(method)
+        if unary is not None and handler.stream_stream is not None:
+            return self._per_request_stream_handler(method, unary, handler, requests)
         if handler.unary_unary is None:
             return _counting_stream_handler(handler, requests)
         latency = self.latency.labels(method)
@@ -209,6 +221,44 @@ class RpcMetrics(grpc.ServerInterceptor):
                     errors.labels(method, getattr(code, "name", str(code))).inc()
 
         return grpc.unary_unary_rpc_method_handler(
+            observed, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+
+
+    def _per_request_stream_handler(self, method: str, unary: str, handler, streams):
+        """A stream of requests answered in order: the stream counts once, each request as
+        a call of ``unary``, timed from its reading to its answer; a request that ends the
+        stream unanswered counts as a failure of ``unary`` with the stream's status, a
+        stream that fails before any (refused) as a failure of ``method``."""
+        requests, latency, errors = self.requests.labels(unary), self.latency.labels(unary), self.errors
+        behavior = handler.stream_stream
+
+        def observed(request_iterator, context):
+            streams.inc()
+            read_at: deque[float] = deque()  # requests read and not yet answered
+
+            def counted_requests():
+                for request in request_iterator:
+                    requests.inc()
+                    read_at.append(time.perf_counter())
+                    yield request
+
+            try:
+                for response in behavior(counted_requests(), context):
+                    if read_at:
+                        latency.observe(time.perf_counter() - read_at.popleft())
+                    yield response
+            finally:
+                code = context.code()
+                if read_at:
+                    latency.observe(time.perf_counter() - read_at.popleft())
+                    code = code or grpc.StatusCode.UNKNOWN
+                    if code != grpc.StatusCode.OK:
+                        errors.labels(unary, getattr(code, "name", str(code))).inc()
+                elif code not in (None, grpc.StatusCode.OK, grpc.StatusCode.CANCELLED):
+                    errors.labels(method, getattr(code, "name", str(code))).inc()
+
+        return grpc.stream_stream_rpc_method_handler(
             observed, request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer)
 

@@ -160,6 +160,30 @@ def test_rpc_requests_errors_and_latency(server, client):
     assert not [key for key in samples if any("Nope" in str(v) for _, v in key[1])]
 
 
+def test_requests_on_a_produce_stream_count_as_produce_calls(server, client):
+    """A produce stream counts once; each request on it counts and is timed as a Produce,
+    and the request that ends it with an error counts as a failed Produce."""
+    from logd_sdk.protocol import log_pb2
+
+    client.create("streamed", 1)
+    good = log_pb2.ProduceRequest(partitions=[log_pb2.ProduceRequest.PartitionData(
+        topic="streamed", partition=0, batches=_plain_batch(3))])
+    responses = client.log.ProduceStream(iter([good, good, log_pb2.ProduceRequest()]), timeout=10)
+    answered = []
+    with pytest.raises(grpc.RpcError) as info:
+        for response in responses:
+            answered.append(response.results[0].base_offset)
+    assert answered == [0, 3] and info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    samples = scrape(server.metrics_address)
+    stream, produce = "logd.v1.LogService/ProduceStream", "logd.v1.LogService/Produce"
+    assert value(samples, "logd_rpc_requests_total", method=stream) == 1
+    assert value(samples, "logd_rpc_requests_total", method=produce) == 3
+    assert value(samples, "logd_rpc_latency_seconds_count", method=produce) == 3
+    assert value(samples, "logd_rpc_errors_total", method=produce, code="INVALID_ARGUMENT") == 1
+    assert not [key for key in samples if key[0] == "logd_rpc_errors_total" and ("method", stream) in key[1]]
+
+
 def test_fsync_durations_observed(server, client):
     """Acknowledged produces are fsynced (flush policy group), and each fsync lands in the histogram."""
     client.create("durable", 1)

@@ -138,10 +138,11 @@ def test_a_refused_stream_raises_stream_refused(scripted):
         stream.call(request())
 
 
-@pytest.mark.parametrize("max_workers, streams, unary", [(64, 1, 0), (18, 1, 3)])
-def test_the_producer_streams_or_falls_back_to_unary(tmp_path, max_workers, streams, unary):
+@pytest.mark.parametrize("max_workers, refused", [(64, 0), (18, 1)])
+def test_the_producer_streams_or_falls_back_to_unary(tmp_path, max_workers, refused):
     """Against a broker: one stream carries every request; a broker with no stream slots
-    (18 workers) refuses it and the same records go as unary Produce calls."""
+    (18 workers) refuses it and the same records go as unary Produce calls. Either way the
+    broker's metrics count three Produce requests, each timed."""
     server = start_server(tmp_path / "data", max_workers=max_workers, metrics_listen="127.0.0.1:0")
     try:
         with Admin(server.address) as admin:
@@ -150,8 +151,11 @@ def test_the_producer_streams_or_falls_back_to_unary(tmp_path, max_workers, stre
             offsets = [producer.send("t", b"v%d" % i).get(timeout=TIMEOUT_S).offset for i in range(3)]
         assert offsets == [0, 1, 2]
         samples = scrape(server.metrics_address)
-        calls = [value(samples, "logd_rpc_requests_total", method=f"logd.v1.LogService/{name}") or 0
-                 for name in ("ProduceStream", "Produce")]
-        assert calls == [streams, unary]
+        stream, produce = "logd.v1.LogService/ProduceStream", "logd.v1.LogService/Produce"
+        assert value(samples, "logd_rpc_requests_total", method=stream) == 1
+        assert (value(samples, "logd_rpc_errors_total", method=stream, code="RESOURCE_EXHAUSTED") or 0) == refused
+        assert value(samples, "logd_rpc_requests_total", method=produce) == 3
+        assert value(samples, "logd_rpc_latency_seconds_count", method=produce) == 3
+        assert not [key for key in samples if key[0] == "logd_rpc_errors_total" and ("method", produce) in key[1]]
     finally:
         server.stop()
