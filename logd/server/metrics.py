@@ -224,7 +224,6 @@ class RpcMetrics(grpc.ServerInterceptor):
             observed, request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer)
 
-
     def _per_request_stream_handler(self, method: str, unary: str, handler, streams):
         """A stream of requests answered in order: the stream counts once, each request as
         a call of ``unary``, timed from its reading to its answer; a request that ends the

@@ -7,8 +7,8 @@ partition from its ``fetch_position``; check each batch's CRC and decompress it 
 :class:`CompletedFetch` per partition to the buffer. At most ``max_buffered_responses``
 responses wait in the buffer: that bounds memory to about that many ``fetch_max_bytes``
 once decompressed (the sizes count stored, compressed bytes: several times that with
-zstd, more with one oversized batch). Data of an older epoch (fetched before a seek or a new assignment) is
-dropped when drained.
+zstd, more with one oversized batch). Data of an older epoch (fetched before a seek or
+a new assignment) is dropped when drained.
 
 The Fetch is a blocking call on the fetcher's own channel, not a gRPC future: a future
 hands its completion to grpcio's channel-spin thread (started anew whenever no call is in
@@ -85,13 +85,14 @@ def decode_records(topic: str, partition: int, header: codec.BatchHeader, sectio
 
     The cyclic garbage collector is paused while a batch is decoded: each record is a
     tracked object (two with headers: records without share ``NO_HEADERS``), so a batch
-    of 1,000 would otherwise set off a few young collections, and the records the application still holds from earlier
-    polls keep getting traversed by the older generations: with the last 20,000 records
-    kept alive that cost 40% of the decode (1,300 vs 800 ns a record; nothing when the
-    application drops each poll's records and its heap is small). The objects are still
-    collected normally afterwards. The collector's switch is process-wide: it is
-    turned back on only if it was on, so concurrent decoders leave it as they found it
-    (only an application calling ``gc.disable()`` during a decode would see it undone).
+    of 1,000 would otherwise set off a few young collections, and the records the
+    application still holds from earlier polls keep getting traversed by the older
+    generations: with the last 20,000 records kept alive that cost 40% of the decode
+    (1,300 vs 800 ns a record; nothing when the application drops each poll's records and
+    its heap is small). The objects are still collected normally afterwards. The
+    collector's switch is process-wide: it is turned back on only if it was on, so
+    concurrent decoders leave it as they found it (only an application calling
+    ``gc.disable()`` during a decode would see it undone).
     """
     gc_was_enabled = gc.isenabled()
     if gc_was_enabled:
