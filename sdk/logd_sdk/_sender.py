@@ -88,6 +88,10 @@ _SEQUENCE_MODULUS = 1 << 31
 #: After a broker refused a produce stream (it serves a bounded number), this long on
 #: unary Produce calls before trying a stream again.
 STREAM_RETRY_AFTER_S = 60
+#: A producing thread leaves its full batch to the sender thread while the sender thread's
+#: blocking request is younger than this (see ``Sender.send_ready_now``); past it, the
+#: request is slow (a stalled disk, a large append) and the batch goes alongside.
+HAND_OVER_WITHIN_S = 0.05
 #: producer_id, producer_epoch, base_sequence at byte 43 of a batch header (see codec).
 _PRODUCER_FIELDS = struct.Struct("<qhi")
 _PRODUCER_FIELDS_AT = 43
@@ -121,6 +125,7 @@ class Sender(threading.Thread):
         self._on_metadata_error = on_metadata_error
         self._stream = ProduceStream(transport, self._request_timeout_s)
         self._stream_refused_until = 0.0  # monotonic time; before it, unary Produce calls
+        self._blocking_since: float | None = None  # when the sender thread's blocking call began
         # Guarded by the accumulator's lock:
         self._in_flight = 0
         self._muted: set[tuple[str, int]] = set()
@@ -184,11 +189,12 @@ class Sender(threading.Thread):
         and, with one request in flight per partition, capped throughput (the batches of
         the next request are now compressed while the current one is in flight).
 
-        It sends only when no request is in flight. Otherwise it leaves the batch to the
-        sender thread: when that thread is in its blocking call (the usual case under
-        load) it takes the batch once the answer comes, with the other batches ready by
-        then (up to ``max_request_size``) in one request; when it is idle (the request in
-        flight is a future) it sends at once, alongside, up to ``max_in_flight``. With 4
+        It sends only when no request is in flight (or the one in flight is slow, see
+        ``_leave_to_sender_thread_locked``). Otherwise it leaves the batch to the sender
+        thread: when that thread is in its blocking call (the usual case under load) it
+        takes the batch once the answer comes, with the other batches ready by then (up
+        to ``max_request_size``) in one request; when it is idle (the request in flight
+        is a future) it sends at once, alongside, up to ``max_in_flight``. With 4
         partitions the producing thread used to send each partition's full batch as a
         request of its own, four at a time, and the extra requests' cost on both sides
         (gRPC futures, callbacks, broker handlers on 2 cores) made 4 partitions 0.88 as
@@ -204,15 +210,26 @@ class Sender(threading.Thread):
             if self._forced:
                 return
             filled = self._acc.take_filled_locked()
-            if self._in_flight:
+            now = time.monotonic()
+            if self._leave_to_sender_thread_locked(now):
                 batches = []
                 self._acc.sender_wakeup.notify()  # in case the sender thread is idle
             else:
-                batches, _ = self._take_locked(time.monotonic())
+                batches, _ = self._take_locked(now)
         for batch in filled:
             batch.compress_ahead(self._codec)
         if batches:
             self._send(batches)
+
+    def _leave_to_sender_thread_locked(self, now: float) -> bool:
+        """Whether a producing thread leaves its full batch to the sender thread: while a
+        request is in flight, unless it is the sender thread's blocking call and that has
+        taken longer than ``HAND_OVER_WITHIN_S`` (then the other partitions' batches go
+        alongside rather than wait for it, up to ``request_timeout_ms``)."""
+        if not self._in_flight:
+            return False
+        since = self._blocking_since
+        return since is None or now - since < HAND_OVER_WITHIN_S
 
     def _take_locked(self, now: float) -> tuple[list[ProducerBatch], float | None]:
         """Drain ready batches into a new in-flight request, if a slot is free."""
@@ -261,7 +278,11 @@ class Sender(threading.Thread):
             return
         request = log_pb2.ProduceRequest(partitions=partitions, acks=self._acks)
         if blocking:
-            self._complete(lambda: self._call_blocking(request), groups)
+            self._blocking_since = time.monotonic()
+            try:
+                self._complete(lambda: self._call_blocking(request), groups)
+            finally:
+                self._blocking_since = None
             return
         try:
             future = self._transport.log.Produce.future(request, timeout=self._request_timeout_s)
