@@ -200,7 +200,7 @@ class RpcMetrics(grpc.ServerInterceptor):
         if handler.unary_unary is None:
             return _counting_stream_handler(handler, requests)
         latency = self.latency.labels(method)
-        errors = self.errors
+        count_failure = self._count_failure
         behavior = handler.unary_unary
 
         def observed(request, context):
@@ -218,18 +218,21 @@ class RpcMetrics(grpc.ServerInterceptor):
                 if code is None and failed:
                     code = grpc.StatusCode.UNKNOWN
                 if code is not None and code != grpc.StatusCode.OK:
-                    errors.labels(method, getattr(code, "name", str(code))).inc()
+                    count_failure(method, code)
 
         return grpc.unary_unary_rpc_method_handler(
             observed, request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer)
+
+    def _count_failure(self, method: str, code: grpc.StatusCode) -> None:
+        self.errors.labels(method, getattr(code, "name", str(code))).inc()
 
     def _per_request_stream_handler(self, method: str, unary: str, handler, streams):
         """A stream of requests answered in order: the stream counts once, each request as
         a call of ``unary``, timed from its reading to its answer; a request that ends the
         stream unanswered counts as a failure of ``unary`` with the stream's status, a
         stream that fails before any (refused) as a failure of ``method``."""
-        requests, latency, errors = self.requests.labels(unary), self.latency.labels(unary), self.errors
+        requests, latency, count_failure = self.requests.labels(unary), self.latency.labels(unary), self._count_failure
         behavior = handler.stream_stream
 
         def observed(request_iterator, context):
@@ -253,9 +256,9 @@ class RpcMetrics(grpc.ServerInterceptor):
                     latency.observe(time.perf_counter() - read_at.popleft())
                     code = code or grpc.StatusCode.UNKNOWN
                     if code != grpc.StatusCode.OK:
-                        errors.labels(unary, getattr(code, "name", str(code))).inc()
+                        count_failure(unary, code)
                 elif code not in (None, grpc.StatusCode.OK, grpc.StatusCode.CANCELLED):
-                    errors.labels(method, getattr(code, "name", str(code))).inc()
+                    count_failure(method, code)
 
         return grpc.stream_stream_rpc_method_handler(
             observed, request_deserializer=handler.request_deserializer,
