@@ -53,10 +53,10 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 #: Enough threads that long-polling fetches never starve produce calls.
 DEFAULT_MAX_WORKERS = 64
-#: Workers that long-held calls (waiting fetches, produce streams) may never take (see LogServicer).
+#: Workers that long-held calls (waiting fetches, streams) may never take (see LogServicer).
 RESERVED_WORKERS = 16
 #: Keepalive pings on idle connections: a client that vanished without closing its
-#: connection is noticed within about a minute, and its produce stream (a worker) ended.
+#: connection is noticed within about a minute, and its streams (a worker each) ended.
 KEEPALIVE_OPTIONS = [("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 20_000)]
 #: Calls the server holds at once (running or queued for a worker); beyond it gRPC refuses
 #: with RESOURCE_EXHAUSTED, which the SDK retries. Without a bound, a client firing calls

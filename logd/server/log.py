@@ -15,7 +15,7 @@ _ProduceResult = log_pb2.ProduceResponse.PartitionResult
 _FetchData = log_pb2.FetchResponse.PartitionData
 _Offset = log_pb2.ListOffsetsResponse.PartitionOffset
 
-_IDLE, _BUSY = "idle", "busy"  # a produce stream waiting for a request, or handling one
+_IDLE, _BUSY = "idle", "busy"  # a stream waiting for a request, or handling one
 
 #: A long-poll ends this long before the caller's deadline, so the answer arrives in time.
 DEADLINE_MARGIN_S = 0.05
@@ -24,26 +24,35 @@ DEADLINE_MARGIN_S = 0.05
 class LogServicer(log_pb2_grpc.LogServiceServicer):
     """Thread-safe because the broker is.
 
-    A waiting fetch and an open produce stream each hold one of the server's worker
-    threads, so they share ``long_calls`` slots (fewer than the workers, so unary calls
-    always find a thread): a quarter of them at most for produce streams (a stream over
-    that is refused with RESOURCE_EXHAUSTED, and its producer uses Produce), the rest for
-    waiting fetches (beyond that a fetch answers at once with what there is).
+    A waiting fetch and an open stream (ProduceStream, FetchStream) each hold one of the
+    server's worker threads, so they share ``long_calls`` slots (fewer than the workers,
+    so unary calls always find a thread): half of them at most for streams of either kind
+    (a stream over that is refused with RESOURCE_EXHAUSTED, and its client uses the
+    unary call), the rest for waiting fetches (beyond that a fetch answers at once with
+    what there is; a streamed fetch that waits takes one of these too, so the bound is
+    conservative).
     """
 
     def __init__(self, broker: Broker, long_calls: int) -> None:
         self._broker = broker
-        streams = long_calls // 4
+        streams = long_calls // 2
         self._stream_slots = threading.BoundedSemaphore(streams) if streams else None
         self._waiting_slots = threading.BoundedSemaphore(max(1, long_calls - streams))
-        self._streams: dict = {}  # open produce stream's context -> _IDLE or _BUSY
+        self._streams: dict = {}  # open stream's context -> _IDLE or _BUSY
         self._closing = False
 
     def ProduceStream(self, request_iterator, context):
+        return self._serve_stream(request_iterator, context, self.Produce, "Produce")
+
+    def FetchStream(self, request_iterator, context):
+        return self._serve_stream(request_iterator, context, self.Fetch, "Fetch")
+
+    def _serve_stream(self, request_iterator, context, handle, unary_name: str):
+        """Answer each request of a stream with ``handle`` (a unary method), in order."""
         slots = self._stream_slots
         if slots is None or not slots.acquire(blocking=False):
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          "the broker serves no more produce streams now; use Produce")
+                          f"the broker serves no more streams now; use {unary_name}")
         try:
             while True:
                 self._streams[context] = _IDLE  # before the check: see end_streams
@@ -53,18 +62,19 @@ class LogServicer(log_pb2_grpc.LogServiceServicer):
                 if request is None:
                     return
                 self._streams[context] = _BUSY
-                yield self.Produce(request, context)  # an error aborts the stream with its status
+                yield handle(request, context)  # an error aborts the stream with its status
         finally:
             self._streams.pop(context, None)
             slots.release()
 
     def end_streams(self) -> None:
-        """At shutdown: end every produce stream now, each waiting for its next request at
-        once and each handling one after its answer (its producer then sees the stream end
-        and retries elsewhere), instead of holding the shutdown for its whole grace. A
-        request read in the instant before its stream is marked busy is cut like one
-        caught by the end of the grace period: its producer sees UNAVAILABLE and retries
-        (an idempotent producer's retry is answered from the broker's producer state)."""
+        """At shutdown: end every stream now, each waiting for its next request at once and
+        each handling one after its answer (a streamed fetch's long poll answers at once
+        then; the client sees the stream end and retries elsewhere), instead of holding
+        the shutdown for its whole grace. A request read in the instant before its stream
+        is marked busy is cut like one caught by the end of the grace period: its client
+        sees UNAVAILABLE and retries (an idempotent producer's retry is answered from the
+        broker's producer state)."""
         self._closing = True
         for context, state in list(self._streams.items()):
             if state is _IDLE:

@@ -15,8 +15,8 @@ a record, so the number of series is bounded by partitions x groups.
     per RPC (method = "logd.v1.LogService/Produce", code = gRPC status name)
       logd_rpc_requests_total, logd_rpc_errors_total{method,code},
       logd_rpc_latency_seconds (histogram; a Fetch's includes its long-poll wait); each
-      request on a ProduceStream counts and is timed as a Produce (the stream itself
-      counts once under ProduceStream)
+      request on a ProduceStream (FetchStream) counts and is timed as a Produce (Fetch);
+      the stream itself counts once under its own name
     broker
       logd_broker_info{version}, logd_broker_serving (1 once recovered, 0 while starting
       or stopping), logd_broker_recovery_seconds
@@ -161,14 +161,16 @@ class TrafficMeter:
 
 #: Streams whose every request is a request of a unary method (answered in order): each
 #: is counted, timed and its failure counted under that method, as if sent alone.
-_STREAMED_UNARY = {"logd.v1.LogService/ProduceStream": "logd.v1.LogService/Produce"}
+_STREAMED_UNARY = {"logd.v1.LogService/ProduceStream": "logd.v1.LogService/Produce",
+                   "logd.v1.LogService/FetchStream": "logd.v1.LogService/Fetch"}
 
 
 class RpcMetrics(grpc.ServerInterceptor):
     """A server interceptor counting each RPC, its failures (status not OK, by code) and
-    timing unary calls. Streams (health Watch, reflection, ProduceStream) are counted once
-    each, not timed; the requests on a produce stream count as Produce calls
-    (``_STREAMED_UNARY``), so that produce traffic shows the same whichever way it came."""
+    timing unary calls. Streams (health Watch, reflection, ProduceStream, FetchStream) are
+    counted once each, not timed; the requests on a produce or fetch stream count as
+    Produce or Fetch calls (``_STREAMED_UNARY``), so that traffic shows the same whichever
+    way it came."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter("logd_rpc_requests", "RPCs received.", ["method"], registry=registry)

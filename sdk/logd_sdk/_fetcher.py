@@ -12,9 +12,13 @@ a new assignment) is dropped when drained.
 
 The Fetch is a blocking call on the fetcher's own channel, not a gRPC future: a future
 hands its completion to grpcio's channel-spin thread (started anew whenever no call is in
-flight), which cost ~1 ms per fetch in end-to-end latency and far more at p99. A blocking
-call cannot be cancelled (and invoking an RPC on a channel closed meanwhile crashes
-grpcio), so a long poll waits at most a *slice* per request: ``MIN_WAIT_SLICE_MS`` after
+flight), which cost ~1 ms per fetch in end-to-end latency and far more at p99. It goes
+over a long-lived FetchStream (``_request_stream``; unary Fetch calls while the broker
+refuses streams): the fetcher asks again as soon as each answer comes, and a message on
+an open stream costs both sides less than a new call (end-to-end latency 0.3-0.5 ms
+lower at p50 and p99). A blocking call cannot be cancelled (and invoking an RPC on a
+channel closed meanwhile crashes grpcio), so a long poll waits at most a *slice* per
+request: ``MIN_WAIT_SLICE_MS`` after
 the positions changed (assign, seek), doubling with every empty answer up to
 ``MAX_WAIT_SLICE_MS`` (and never above ``fetch_max_wait_ms``). A seek right after an
 assignment (the usual pattern) thus takes effect within milliseconds, a seek or ``close``
@@ -56,6 +60,7 @@ from logd_sdk._errors import (
     OffsetOutOfRangeError,
     UnsupportedVersionError,
 )
+from logd_sdk._request_stream import RequestStream
 from logd_sdk._subscription import SubscriptionState
 from logd_sdk._transport import Transport, backoff_s, create_channel, error_from_proto, error_from_rpc
 from logd_sdk._types import NO_HEADERS, Record, TopicPartition, _RecordBuilder
@@ -278,7 +283,9 @@ class Fetcher(threading.Thread):
         self._fetch_rotation = 0  # where the next fetch starts in the fetchable partitions (this thread only)
         # Used by this thread only (see the module docstring); connects on first use.
         self._channel = create_channel(transport.target)
-        self._fetch_rpc = log_pb2_grpc.LogServiceStub(self._channel).Fetch
+        stub = log_pb2_grpc.LogServiceStub(self._channel)
+        self._fetches = RequestStream(stub.FetchStream, (MAX_WAIT_SLICE_MS + request_timeout_ms) / 1000.0,
+                                      unary=stub.Fetch, what="fetch")
 
     # -- called by the consumer, lock held ------------------------------------------------
 
@@ -364,6 +371,7 @@ class Fetcher(threading.Thread):
         try:
             self._loop()
         finally:
+            self._fetches.close()
             self._channel.close()
 
     def _loop(self) -> None:
@@ -424,7 +432,7 @@ class Fetcher(threading.Thread):
             max_wait_ms=min(self._max_wait_ms, slice_ms), min_bytes=self._min_bytes,
             max_bytes=self._max_bytes)
         try:
-            response = self._fetch_rpc(request, timeout=(MAX_WAIT_SLICE_MS + self._request_timeout_ms) / 1000.0)
+            response = self._fetches.call(request)
         except grpc.RpcError as exc:
             if exc.code() is grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
                 return

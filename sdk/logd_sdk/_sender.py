@@ -11,7 +11,7 @@ makes a blocking call and handles the answer itself, then drains again at once: 
 future would start grpcio's channel-spin thread anew for every such call and hand the
 answer over through it (about 9% of the producer's CPU, and two thread switches per
 request). That blocking call goes over the producer's produce stream
-(``_produce_stream``: one long-lived call, ~0.2 ms cheaper per request than a unary
+(``_request_stream``: one long-lived call, ~0.2 ms cheaper per request than a unary
 call) unless the broker refuses streams (then unary calls for a minute). Otherwise the
 RPC is a gRPC future and its answer is handled on gRPC's callback thread, so that
 requests for other partitions overlap.
@@ -77,7 +77,7 @@ from logd_sdk._errors import (
     TopicNotFoundError,
     UnknownServerError,
 )
-from logd_sdk._produce_stream import ProduceStream, StreamRefused
+from logd_sdk._request_stream import RequestStream
 from logd_sdk._transport import Transport, backoff_s, error_from_proto, error_from_rpc, is_retriable_rpc_error
 from logd_sdk.protocol import log_pb2
 
@@ -85,9 +85,6 @@ log = logging.getLogger("logd_sdk.producer")
 
 _PartitionData = log_pb2.ProduceRequest.PartitionData
 _SEQUENCE_MODULUS = 1 << 31
-#: After a broker refused a produce stream (it serves a bounded number), this long on
-#: unary Produce calls before trying a stream again.
-STREAM_RETRY_AFTER_S = 60
 #: A producing thread leaves its full batch to the sender thread while the sender thread's
 #: blocking request is younger than this (see ``Sender.send_ready_now``); past it, the
 #: request is slow (a stalled disk, a large append) and the batch goes alongside.
@@ -123,8 +120,8 @@ class Sender(threading.Thread):
         self._sequence_lock = threading.Lock()  # guards the producer id, epoch and sequences
         self._producer_id_lock = threading.Lock()  # one InitProducerId at a time
         self._on_metadata_error = on_metadata_error
-        self._stream = ProduceStream(transport, self._request_timeout_s)
-        self._stream_refused_until = 0.0  # monotonic time; before it, unary Produce calls
+        self._stream = RequestStream(transport.log.ProduceStream, self._request_timeout_s,
+                                     unary=transport.log.Produce, what="produce")
         self._blocking_since: float | None = None  # when the sender thread's blocking call began
         # Guarded by the accumulator's lock:
         self._in_flight = 0
@@ -280,7 +277,7 @@ class Sender(threading.Thread):
         if blocking:
             self._blocking_since = time.monotonic()
             try:
-                self._complete(lambda: self._call_blocking(request), groups)
+                self._complete(lambda: self._stream.call(request), groups)
             finally:
                 self._blocking_since = None
             return
@@ -290,18 +287,6 @@ class Sender(threading.Thread):
             self._finish(groups, rpc_error=IllegalStateError(f"cannot send: {exc}"))
             return
         future.add_done_callback(lambda f: self._complete(f.result, groups))
-
-    def _call_blocking(self, request: log_pb2.ProduceRequest) -> log_pb2.ProduceResponse:
-        """The sender thread's call when it is alone in flight: over the produce stream
-        (see ``_produce_stream``) unless the broker refused it, then a unary call."""
-        if time.monotonic() >= self._stream_refused_until:
-            try:
-                return self._stream.call(request)
-            except StreamRefused as exc:
-                log.info("produce stream refused (%s): unary Produce calls for the next %d s", exc,
-                         STREAM_RETRY_AFTER_S)
-                self._stream_refused_until = time.monotonic() + STREAM_RETRY_AFTER_S
-        return self._transport.log.Produce(request, timeout=self._request_timeout_s)
 
     def _encode(self, batch: ProducerBatch) -> bytes:
         """The batch's bytes; on the first call its producer id and sequences are assigned."""

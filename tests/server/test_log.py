@@ -244,7 +244,7 @@ def test_delete_topic_answers_waiting_fetch(client, server):
 
 def test_waiting_fetches_never_take_every_worker(data_dir):
     """With more parked fetches than spare workers, the extra fetches answer at once and produce still works."""
-    server = start_server(data_dir, max_workers=18)  # 2 fetches may wait, 16 workers stay free
+    server = start_server(data_dir, max_workers=20)  # 2 fetches may wait (2 streams), 16 workers stay free
     client = connect(server)
     try:
         client.create("busy", 1)

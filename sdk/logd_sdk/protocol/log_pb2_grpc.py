@@ -49,6 +49,11 @@ class LogServiceStub:
                 request_serializer=logd_dot_v1_dot_log__pb2.FetchRequest.SerializeToString,
                 response_deserializer=logd_dot_v1_dot_log__pb2.FetchResponse.FromString,
                 _registered_method=True)
+        self.FetchStream = channel.stream_stream(
+                '/logd.v1.LogService/FetchStream',
+                request_serializer=logd_dot_v1_dot_log__pb2.FetchRequest.SerializeToString,
+                response_deserializer=logd_dot_v1_dot_log__pb2.FetchResponse.FromString,
+                _registered_method=True)
         self.ListOffsets = channel.unary_unary(
                 '/logd.v1.LogService/ListOffsets',
                 request_serializer=logd_dot_v1_dot_log__pb2.ListOffsetsRequest.SerializeToString,
@@ -91,6 +96,16 @@ class LogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchStream(self, request_iterator, context):
+        """Fetch over one long-lived call, as ProduceStream is to Produce: each request is
+        handled as by Fetch and answered in order. A consumer fetches again as soon as each
+        answer comes, so it saves a new call per fetch on both sides. Same errors and bound
+        as ProduceStream (streams of both kinds share the broker's stream slots).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListOffsets(self, request, context):
         """Earliest, latest or first offset at or after a timestamp.
         """
@@ -120,6 +135,11 @@ def add_LogServiceServicer_to_server(servicer, server):
             ),
             'Fetch': grpc.unary_unary_rpc_method_handler(
                     servicer.Fetch,
+                    request_deserializer=logd_dot_v1_dot_log__pb2.FetchRequest.FromString,
+                    response_serializer=logd_dot_v1_dot_log__pb2.FetchResponse.SerializeToString,
+            ),
+            'FetchStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.FetchStream,
                     request_deserializer=logd_dot_v1_dot_log__pb2.FetchRequest.FromString,
                     response_serializer=logd_dot_v1_dot_log__pb2.FetchResponse.SerializeToString,
             ),
@@ -213,6 +233,33 @@ class LogService:
             request,
             target,
             '/logd.v1.LogService/Fetch',
+            logd_dot_v1_dot_log__pb2.FetchRequest.SerializeToString,
+            logd_dot_v1_dot_log__pb2.FetchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/logd.v1.LogService/FetchStream',
             logd_dot_v1_dot_log__pb2.FetchRequest.SerializeToString,
             logd_dot_v1_dot_log__pb2.FetchResponse.FromString,
             options,

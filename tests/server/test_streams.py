@@ -1,4 +1,5 @@
-"""LogService.ProduceStream over gRPC: ordered answers, errors end the stream, bounded streams."""
+"""LogService.ProduceStream and FetchStream over gRPC: ordered answers, errors end the
+stream, bounded streams."""
 
 from __future__ import annotations
 
@@ -21,14 +22,21 @@ def request(topic: str, partition: int, data: bytes) -> log_pb2.ProduceRequest:
         log_pb2.ProduceRequest.PartitionData(topic=topic, partition=partition, batches=data)])
 
 
+def fetch_request(topic: str, partition: int, offset: int, max_wait_ms: int = 0) -> log_pb2.FetchRequest:
+    return log_pb2.FetchRequest(partitions=[
+        log_pb2.FetchRequest.PartitionRequest(topic=topic, partition=partition, offset=offset, max_bytes=1 << 20)],
+        max_wait_ms=max_wait_ms, min_bytes=1, max_bytes=1 << 20)
+
+
 class Stream:
-    """One open ProduceStream fed request by request."""
+    """One open ProduceStream (or FetchStream: ``fetch``) fed request by request."""
 
-    def __init__(self, client) -> None:
+    def __init__(self, client, fetch: bool = False) -> None:
         self.requests: queue.SimpleQueue = queue.SimpleQueue()
-        self.responses = client.log.ProduceStream(iter(self.requests.get, _END), timeout=RPC_TIMEOUT_S)
+        method = client.log.FetchStream if fetch else client.log.ProduceStream
+        self.responses = method(iter(self.requests.get, _END), timeout=RPC_TIMEOUT_S)
 
-    def call(self, message: log_pb2.ProduceRequest) -> log_pb2.ProduceResponse:
+    def call(self, message):
         self.requests.put(message)
         return next(self.responses)
 
@@ -51,6 +59,41 @@ def test_answers_come_in_request_order_and_partition_errors_keep_the_stream(clie
     assert client.fetch("s", 0, 0).high_watermark == 7
 
 
+def test_a_fetch_stream_answers_each_fetch_in_order_including_long_polls(client):
+    client.create("s", 1)
+    assert client.produce("s", 0, batch(b"a", b"b")).base_offset == 0
+    stream = Stream(client, fetch=True)
+    try:
+        first = stream.call(fetch_request("s", 0, 0)).partitions[0]
+        assert (first.error.code, first.high_watermark) == (common_pb2.NONE, 2) and first.batches
+        started = time.monotonic()
+        empty = stream.call(fetch_request("s", 0, 2, max_wait_ms=50)).partitions[0]
+        assert empty.batches == b"" and time.monotonic() - started >= 0.04  # waited out its long poll
+        (missing,) = stream.call(fetch_request("nope", 0, 0)).partitions
+        assert missing.error.code == common_pb2.TOPIC_NOT_FOUND
+        assert client.produce("s", 0, batch(b"c")).base_offset == 2
+        assert stream.call(fetch_request("s", 0, 2, max_wait_ms=5_000)).partitions[0].high_watermark == 3
+    finally:
+        stream.close()
+
+
+def test_fetch_streams_share_the_bound_with_produce_streams(data_dir):
+    server = start_server(data_dir, max_workers=20)  # 4 long-call slots: 2 streams
+    client = connect(server)
+    streams = [Stream(client), Stream(client, fetch=True), Stream(client, fetch=True)]
+    try:
+        client.create("s", 1)
+        assert streams[0].call(request("s", 0, batch(b"x"))).results[0].error.code == common_pb2.NONE
+        assert streams[1].call(fetch_request("s", 0, 0)).partitions[0].high_watermark == 1
+        code, logd_error, details = error_of(lambda: streams[2].call(fetch_request("s", 0, 0)))
+        assert (code, logd_error) == (grpc.StatusCode.RESOURCE_EXHAUSTED, None) and "use Fetch" in details
+    finally:
+        for stream in streams:
+            stream.close()
+        client.channel.close()
+        server.stop()
+
+
 def test_a_request_level_error_ends_the_stream_with_its_status(client):
     client.create("s", 1)
     stream = Stream(client)
@@ -63,7 +106,7 @@ def test_a_request_level_error_ends_the_stream_with_its_status(client):
 
 
 def test_streams_over_the_bound_are_refused_and_a_closed_one_frees_its_slot(data_dir):
-    server = start_server(data_dir, max_workers=24)  # 8 long-call slots: 2 streams, 6 waiting fetches
+    server = start_server(data_dir, max_workers=20)  # 4 long-call slots: 2 streams, 2 waiting fetches
     client = connect(server)
     streams = []
     try:
@@ -95,7 +138,7 @@ def test_streams_over_the_bound_are_refused_and_a_closed_one_frees_its_slot(data
 
 
 def test_a_server_without_stream_slots_refuses_every_stream(data_dir):
-    server = start_server(data_dir, max_workers=18)  # 2 long-call slots: no stream
+    server = start_server(data_dir, max_workers=17)  # 1 long-call slot: no stream
     client = connect(server)
     try:
         client.create("s", 1)

@@ -1,5 +1,6 @@
-"""The producer's produce stream against a scripted LogService: answers, timeouts, refusals,
-reopening after a failure, and the Producer's fallback to unary Produce."""
+"""RequestStream (the producer's produce stream, the consumer's fetch stream) against a
+scripted LogService: answers, timeouts, refusals, reopening after a failure, and the
+Producer's and Consumer's fallback to unary calls against a broker."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 
-from logd_sdk import Admin, Producer
-from logd_sdk._produce_stream import ProduceStream, StreamRefused
+from logd_sdk import Admin, Consumer, Producer, TopicPartition
+from logd_sdk._request_stream import RequestStream, StreamRefused
 from logd_sdk._transport import Transport
 from logd_sdk.protocol import log_pb2, log_pb2_grpc
 from ops.helpers import scrape, value
@@ -67,18 +68,20 @@ class ScriptedLog(log_pb2_grpc.LogServiceServicer):
 
 @pytest.fixture
 def scripted():
-    """``start(mode, timeout_s)``: a ScriptedLog server and a ProduceStream to it."""
+    """``start(mode, timeout_s)``: a ScriptedLog server and a RequestStream of produce
+    requests to it (``unary``: with Produce as its fallback)."""
     opened = []
 
-    def start(mode: str = "", timeout_s: float = TIMEOUT_S, idle_close_s: float = 60.0
-              ) -> tuple[ScriptedLog, ProduceStream]:
+    def start(mode: str = "", timeout_s: float = TIMEOUT_S, idle_close_s: float = 60.0, unary: bool = False
+              ) -> tuple[ScriptedLog, RequestStream]:
         servicer = ScriptedLog(mode)
         server = grpc.server(ThreadPoolExecutor(max_workers=8))
         log_pb2_grpc.add_LogServiceServicer_to_server(servicer, server)
         port = server.add_insecure_port("127.0.0.1:0")
         server.start()
         transport = Transport(f"127.0.0.1:{port}")
-        stream = ProduceStream(transport, timeout_s, idle_close_s)
+        stream = RequestStream(transport.log.ProduceStream, timeout_s, idle_close_s=idle_close_s,
+                               unary=transport.log.Produce if unary else None, what="produce")
         opened.append((server, servicer, transport, stream))
         return servicer, stream
 
@@ -138,10 +141,16 @@ def test_a_refused_stream_raises_stream_refused(scripted):
         stream.call(request())
 
 
-@pytest.mark.parametrize("max_workers, refused", [(64, 0), (18, 1)])
+def test_a_refused_stream_falls_back_to_the_unary_method_for_a_while(scripted):
+    servicer, stream = scripted("refuse", unary=True)
+    assert [stream.call(request()).results[0].base_offset for _ in range(3)] == [0, 1, 2]
+    assert (servicer.stream_calls, servicer.unary_calls) == (1, 3)  # refused once, then not tried again
+
+
+@pytest.mark.parametrize("max_workers, refused", [(64, 0), (17, 1)])
 def test_the_producer_streams_or_falls_back_to_unary(tmp_path, max_workers, refused):
     """Against a broker: one stream carries every request; a broker with no stream slots
-    (18 workers) refuses it and the same records go as unary Produce calls. Either way the
+    (17 workers) refuses it and the same records go as unary Produce calls. Either way the
     broker's metrics count three Produce requests, each timed."""
     server = start_server(tmp_path / "data", max_workers=max_workers, metrics_listen="127.0.0.1:0")
     try:
@@ -157,5 +166,34 @@ def test_the_producer_streams_or_falls_back_to_unary(tmp_path, max_workers, refu
         assert value(samples, "logd_rpc_requests_total", method=produce) == 3
         assert value(samples, "logd_rpc_latency_seconds_count", method=produce) == 3
         assert not [key for key in samples if key[0] == "logd_rpc_errors_total" and ("method", produce) in key[1]]
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("max_workers, refused", [(64, 0), (17, 1)])
+def test_the_consumer_streams_its_fetches_or_falls_back_to_unary(tmp_path, max_workers, refused):
+    """Against a broker: the consumer's fetches go over one FetchStream; a broker with no
+    stream slots refuses it and the fetches go as unary Fetch calls. Either way every
+    record arrives and each fetch counts as a Fetch in the broker's metrics."""
+    server = start_server(tmp_path / "data", max_workers=max_workers, metrics_listen="127.0.0.1:0")
+    try:
+        with Admin(server.address) as admin:
+            admin.create_topic("t", partitions=1)
+        with Producer(server.address) as producer:
+            for i in range(3):
+                producer.send("t", b"v%d" % i)
+        received = []
+        with Consumer(server.address, auto_offset_reset="earliest", enable_auto_commit=False) as consumer:
+            consumer.assign([TopicPartition("t", 0)])
+            deadline = time.monotonic() + TIMEOUT_S
+            while len(received) < 3 and time.monotonic() < deadline:
+                received += [record.value for record in consumer.poll(timeout_ms=200)]
+        assert received == [b"v0", b"v1", b"v2"]
+        samples = scrape(server.metrics_address)
+        stream, fetch = "logd.v1.LogService/FetchStream", "logd.v1.LogService/Fetch"
+        assert value(samples, "logd_rpc_requests_total", method=stream) == 1
+        assert (value(samples, "logd_rpc_errors_total", method=stream, code="RESOURCE_EXHAUSTED") or 0) == refused
+        fetches = value(samples, "logd_rpc_requests_total", method=fetch)
+        assert fetches >= 1 and value(samples, "logd_rpc_latency_seconds_count", method=fetch) == fetches
     finally:
         server.stop()
