@@ -19,18 +19,21 @@ _IDLE, _BUSY = "idle", "busy"  # a stream waiting for a request, or handling one
 
 #: A long-poll ends this long before the caller's deadline, so the answer arrives in time.
 DEADLINE_MARGIN_S = 0.05
+#: Starts the details of a stream refused for want of slots; clients recognise the
+#: refusal by its "serves no more" (``logd_sdk._request_stream``, as in earlier versions).
+STREAM_REFUSED = "the broker serves no more streams"
 
 
 class LogServicer(log_pb2_grpc.LogServiceServicer):
     """Thread-safe because the broker is.
 
-    A waiting fetch and an open stream (ProduceStream, FetchStream) each hold one of the
-    server's worker threads, so they share ``long_calls`` slots (fewer than the workers,
-    so unary calls always find a thread): half of them at most for streams of either kind
-    (a stream over that is refused with RESOURCE_EXHAUSTED, and its client uses the
-    unary call), the rest for waiting fetches (beyond that a fetch answers at once with
-    what there is; a streamed fetch that waits takes one of these too, so the bound is
-    conservative).
+    A waiting unary fetch and an open stream (ProduceStream, FetchStream) each hold one of
+    the server's worker threads, so they share ``long_calls`` slots (fewer than the
+    workers, so unary calls always find a thread): half of them at most for streams of
+    either kind (a stream over that is refused with RESOURCE_EXHAUSTED and
+    ``STREAM_REFUSED`` in its details, and its client uses the unary call), the rest for
+    waiting unary fetches (beyond that a fetch answers at once with what there is). A
+    fetch on a stream waits on the stream's own worker and slot.
     """
 
     def __init__(self, broker: Broker, long_calls: int) -> None:
@@ -45,14 +48,13 @@ class LogServicer(log_pb2_grpc.LogServiceServicer):
         return self._serve_stream(request_iterator, context, self.Produce, "Produce")
 
     def FetchStream(self, request_iterator, context):
-        return self._serve_stream(request_iterator, context, self.Fetch, "Fetch")
+        return self._serve_stream(request_iterator, context, self._streamed_fetch, "Fetch")
 
     def _serve_stream(self, request_iterator, context, handle, unary_name: str):
         """Answer each request of a stream with ``handle`` (a unary method), in order."""
         slots = self._stream_slots
         if slots is None or not slots.acquire(blocking=False):
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          f"the broker serves no more streams now; use {unary_name}")
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{STREAM_REFUSED} now; use {unary_name}")
         try:
             while True:
                 self._streams[context] = _IDLE  # before the check: see end_streams
@@ -95,21 +97,30 @@ class LogServicer(log_pb2_grpc.LogServiceServicer):
 
     @translate_errors
     def Fetch(self, request, context):
+        return self._fetch(request, context, self._waiting_slots)
+
+    @translate_errors
+    def _streamed_fetch(self, request, context):
+        return self._fetch(request, context, None)
+
+    def _fetch(self, request, context, waiting_slots: threading.BoundedSemaphore | None):
+        """A Fetch; its long poll takes one of ``waiting_slots`` (None: the caller's stream
+        slot already pays for the worker it waits on)."""
         if not request.partitions:
             raise InvalidRequestError("Fetch needs at least one partition")
         max_wait_ms = request.max_wait_ms
         remaining_s = context.time_remaining()
         if remaining_s is not None:
             max_wait_ms = min(max_wait_ms, int((remaining_s - DEADLINE_MARGIN_S) * 1000))
-        waiting = max_wait_ms > 0 and self._waiting_slots.acquire(blocking=False)
+        waiting = max_wait_ms > 0 and (waiting_slots is None or waiting_slots.acquire(blocking=False))
         try:
             results = self._broker.fetch(
                 [FetchTarget(p.topic, p.partition, p.offset, p.max_bytes) for p in request.partitions],
                 max_wait_ms=max_wait_ms if waiting else 0, min_bytes=request.min_bytes, max_bytes=request.max_bytes,
             )
         finally:
-            if waiting:
-                self._waiting_slots.release()
+            if waiting and waiting_slots is not None:
+                waiting_slots.release()
         return log_pb2.FetchResponse(partitions=[
             _FetchData(topic=r.topic, partition=r.partition, error=error_message(r.error),
                        high_watermark=r.high_watermark, log_start_offset=r.log_start_offset,

@@ -65,6 +65,7 @@ def test_threads_waiting_before_the_completion_all_wake():
     for thread in threads:
         thread.start()
     waiting.wait(timeout=5)
+    assert not batch.wait(0)  # pending: this wait makes the event the late waiters block on
     batch.complete(10, None)
     for thread in threads:
         thread.join(timeout=5)

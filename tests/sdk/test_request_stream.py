@@ -12,6 +12,8 @@ import grpc
 import pytest
 
 from logd_sdk import Admin, Consumer, Producer, TopicPartition
+from logd.server.log import STREAM_REFUSED
+from logd_sdk import _request_stream
 from logd_sdk._request_stream import RequestStream, StreamRefused
 from logd_sdk._transport import Transport
 from logd_sdk.protocol import log_pb2, log_pb2_grpc
@@ -23,8 +25,10 @@ TIMEOUT_S = 10
 
 class ScriptedLog(log_pb2_grpc.LogServiceServicer):
     """Answers each produce request with base offset = the number of requests before it,
-    unless ``mode`` says otherwise: "refuse" (UNIMPLEMENTED streams), "hang" (the next
-    stream request is never answered), "fail-once" (the first stream dies UNAVAILABLE)."""
+    unless ``mode`` says otherwise: "refuse" (UNIMPLEMENTED streams), "full" (streams
+    refused as a broker out of stream slots refuses them), "exhausted" (RESOURCE_EXHAUSTED
+    for another reason), "hang" (the next stream request is never answered), "fail-once"
+    (the first stream dies UNAVAILABLE)."""
 
     def __init__(self, mode: str = "") -> None:
         self.mode = mode
@@ -49,6 +53,10 @@ class ScriptedLog(log_pb2_grpc.LogServiceServicer):
         self.stream_calls += 1
         if self.mode == "refuse":
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "no streams here")
+        if self.mode == "full":
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{STREAM_REFUSED} now; use Produce")
+        if self.mode == "exhausted":
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "some other limit")
         try:
             for request in request_iterator:
                 if self.mode == "hang":
@@ -141,10 +149,25 @@ def test_a_refused_stream_raises_stream_refused(scripted):
         stream.call(request())
 
 
-def test_a_refused_stream_falls_back_to_the_unary_method_for_a_while(scripted):
-    servicer, stream = scripted("refuse", unary=True)
+@pytest.mark.parametrize("mode", ["refuse", "full"])
+def test_a_refused_stream_falls_back_to_the_unary_method_for_a_while(scripted, monkeypatch, mode):
+    servicer, stream = scripted(mode, unary=True)
     assert [stream.call(request()).results[0].base_offset for _ in range(3)] == [0, 1, 2]
     assert (servicer.stream_calls, servicer.unary_calls) == (1, 3)  # refused once, then not tried again
+    monkeypatch.setattr(_request_stream, "STREAM_RETRY_AFTER_S", 0)  # the window now ends at once
+    servicer, stream = scripted(mode, unary=True)
+    assert stream.call(request()).results[0].base_offset == 0  # refused: unary
+    servicer.mode = ""
+    assert stream.call(request()).results[0].base_offset == 1  # the stream is tried again, and served
+    assert (servicer.stream_calls, servicer.unary_calls) == (2, 1)
+
+
+def test_another_resource_exhausted_is_the_requests_own_error(scripted):
+    servicer, stream = scripted("exhausted", unary=True)
+    with pytest.raises(grpc.RpcError) as info:
+        stream.call(request())
+    assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert (servicer.stream_calls, servicer.unary_calls) == (1, 0)
 
 
 @pytest.mark.parametrize("max_workers, refused", [(64, 0), (17, 1)])

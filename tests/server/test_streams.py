@@ -4,6 +4,7 @@ stream, bounded streams."""
 from __future__ import annotations
 
 import queue
+import threading
 import time
 
 import grpc
@@ -75,6 +76,34 @@ def test_a_fetch_stream_answers_each_fetch_in_order_including_long_polls(client)
         assert stream.call(fetch_request("s", 0, 2, max_wait_ms=5_000)).partitions[0].high_watermark == 3
     finally:
         stream.close()
+
+
+def test_a_streamed_long_poll_leaves_the_waiting_slots_to_unary_fetches(data_dir):
+    server = start_server(data_dir, max_workers=20)  # 4 long-call slots: 2 streams, 2 waiting fetches
+    client = connect(server)
+    stream = Stream(client, fetch=True)
+    answers = []
+    try:
+        client.create("s", 1)
+        polls = [threading.Thread(target=lambda: answers.append(
+                     stream.call(fetch_request("s", 0, 0, max_wait_ms=20_000)).partitions[0]))]
+        polls += [threading.Thread(target=lambda: answers.append(
+                      client.fetch("s", 0, 0, max_wait_ms=20_000))) for _ in range(2)]
+        for poll in polls:
+            poll.start()
+        partition = server.broker.topics.get("s").partitions[0]
+        deadline = time.monotonic() + 10
+        while partition.waiter_count < 3:  # all three wait: the streamed one took no waiting slot
+            assert not answers and time.monotonic() < deadline, answers
+            time.sleep(0.001)  # polling interval
+        assert client.produce("s", 0, batch(b"x")).base_offset == 0
+        for poll in polls:
+            poll.join(timeout=10)
+        assert [answer.high_watermark for answer in answers] == [1, 1, 1]
+    finally:
+        stream.close()
+        client.channel.close()
+        server.stop()
 
 
 def test_fetch_streams_share_the_bound_with_produce_streams(data_dir):
