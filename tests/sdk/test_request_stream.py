@@ -220,3 +220,39 @@ def test_the_consumer_streams_its_fetches_or_falls_back_to_unary(tmp_path, max_w
         assert fetches >= 1 and value(samples, "logd_rpc_latency_seconds_count", method=fetch) == fetches
     finally:
         server.stop()
+
+
+def test_a_consumer_whose_fetch_stream_stalls_carries_on_over_a_new_one(tmp_path):
+    """A streamed fetch the broker never answers is cancelled by the stream's watchdog
+    after the request timeout (plus a wait slice); the consumer retries on a new stream
+    and gets its records, and ``poll`` raises nothing meanwhile."""
+    server = start_server(tmp_path / "data")
+    servicer = server._log_servicer
+    served = servicer._streamed_fetch
+    stalled = threading.Event()
+    release = threading.Event()
+
+    def stall_once(request, context):
+        if not stalled.is_set():
+            stalled.set()
+            release.wait(TIMEOUT_S)  # unanswered until the client gives up on it
+        return served(request, context)
+
+    servicer._streamed_fetch = stall_once
+    try:
+        with Admin(server.address) as admin:
+            admin.create_topic("t", partitions=1)
+        with Producer(server.address) as producer:
+            producer.send("t", b"v").get(timeout=TIMEOUT_S)
+        with Consumer(server.address, auto_offset_reset="earliest", enable_auto_commit=False,
+                      request_timeout_ms=500) as consumer:
+            consumer.assign([TopicPartition("t", 0)])
+            started = time.monotonic()
+            received = []
+            while not received and time.monotonic() - started < TIMEOUT_S:
+                received = consumer.poll(timeout_ms=200)
+            assert stalled.is_set() and [record.value for record in received] == [b"v"]
+            assert time.monotonic() - started >= 0.5  # the first stream was given up, not answered
+    finally:
+        release.set()
+        server.stop()
