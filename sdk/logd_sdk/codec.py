@@ -233,11 +233,29 @@ def encode_records(
 
 
 
+#: Idle zstd contexts kept for reuse, per kind. Making one costs ~17 us (its tables are
+#: allocated and set up), more than compressing or decompressing a batch of a few records
+#: (~1 us): with a fresh one per call, a record sent at 5,000 records/s paid it three times
+#: (producer, the broker's check, consumer). A context serves one call at a time, so a
+#: caller pops one (or makes one when none is idle) and puts it back; ``list.pop`` and
+#: ``append`` are atomic. At most ``_IDLE_CONTEXTS`` wait per kind: memory stays bounded
+#: however many threads compress (a level-1 compressor holds ~1.1 MB, a decompressor ~96 KB).
+_IDLE_CONTEXTS = 4
+_compressors: list[zstandard.ZstdCompressor] = []
+_decompressors: list[zstandard.ZstdDecompressor] = []
+
+
 def compress(data: bytes, codec: int) -> bytes:
     if codec == CODEC_NONE:
         return data
-    # A fresh compressor per call is cheap next to the work, and thread-safe.
-    return zstandard.ZstdCompressor(level=1).compress(data)
+    try:
+        compressor = _compressors.pop()
+    except IndexError:
+        compressor = zstandard.ZstdCompressor(level=1)
+    compressed = compressor.compress(data)
+    if len(_compressors) < _IDLE_CONTEXTS:
+        _compressors.append(compressor)
+    return compressed
 
 
 def decompress(data: bytes | memoryview, codec: int) -> bytes:
@@ -249,9 +267,16 @@ def decompress(data: bytes | memoryview, codec: int) -> bytes:
         declared = zstandard.frame_content_size(data)
         if declared > MAX_BATCH_BYTES:
             raise CorruptBatchError(f"zstd frame declares {declared} bytes, above {MAX_BATCH_BYTES}")
-        return zstandard.ZstdDecompressor().decompress(data, max_output_size=MAX_BATCH_BYTES)
-    except zstandard.ZstdError as exc:
+        try:
+            decompressor = _decompressors.pop()
+        except IndexError:
+            decompressor = zstandard.ZstdDecompressor()
+        decompressed = decompressor.decompress(data, max_output_size=MAX_BATCH_BYTES)
+    except zstandard.ZstdError as exc:  # the context is dropped with the bad frame
         raise CorruptBatchError(f"zstd: {exc}") from None
+    if len(_decompressors) < _IDLE_CONTEXTS:
+        _decompressors.append(decompressor)
+    return decompressed
 
 
 def build_batch(

@@ -1,7 +1,11 @@
 """The performance shortcuts give the same bytes and records as the plain paths."""
 
+import threading
 import time
 import zlib
+
+import pytest
+import zstandard
 
 from hypothesis import given, settings, strategies as st
 
@@ -17,6 +21,48 @@ BIG = 1 << 30
 def test_crc32_holding_gil_equals_zlib(data, seed):
     """The chunked CRC equals zlib.crc32 for any length and starting value."""
     assert codec.crc32_holding_gil(data, seed) == zlib.crc32(data, seed)
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.binary(max_size=50_000))
+def test_pooled_zstd_contexts_give_the_bytes_of_fresh_ones(data):
+    """The reused contexts compress to the same frame as a fresh level-1 compressor, and
+    decompress it back."""
+    fresh = zstandard.ZstdCompressor(level=1).compress(data)
+    assert codec.compress(data, codec.CODEC_ZSTD) == fresh
+    assert codec.decompress(fresh, codec.CODEC_ZSTD) == data
+
+
+def test_zstd_contexts_are_shared_safely_and_the_idle_ones_stay_bounded():
+    """Threads compressing and decompressing at once each get a context of their own
+    (right bytes every time); afterwards at most _IDLE_CONTEXTS of each kind stay, and a
+    corrupt frame's context is not kept."""
+    payloads = [bytes([i]) * (1000 + 37 * i) + b"%d" % i for i in range(16)]
+    errors = []
+    start = threading.Barrier(8)
+
+    def work(seed: int) -> None:
+        try:
+            start.wait(timeout=5)
+            for n in range(200):
+                data = payloads[(seed + n) % len(payloads)]
+                assert codec.decompress(codec.compress(data, codec.CODEC_ZSTD), codec.CODEC_ZSTD) == data
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors and not any(thread.is_alive() for thread in threads)
+    assert 1 <= len(codec._compressors) <= codec._IDLE_CONTEXTS
+    assert 1 <= len(codec._decompressors) <= codec._IDLE_CONTEXTS
+    idle = len(codec._decompressors)
+    frame = codec.compress(payloads[3], codec.CODEC_ZSTD)
+    with pytest.raises(codec.CorruptBatchError):
+        codec.decompress(frame[:-4] + b"\x00\x01\x02\x03", codec.CODEC_ZSTD)
+    assert len(codec._decompressors) == idle - 1
 
 
 def _filled_batch(compress_ahead: bool):
