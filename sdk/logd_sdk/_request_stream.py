@@ -24,9 +24,9 @@ about half the CPU (GIL held 16% of the time against 29%).
   away), reads as UNAVAILABLE, which the callers retry.
 - Refusal: a broker that does not implement the stream (UNIMPLEMENTED) or serves no more
   of them (RESOURCE_EXHAUSTED saying so: ``_REFUSED_DETAILS``) refuses it before it saw
-  the request. With
-  a ``unary`` method given, the request then goes as a unary call, and so do the next
-  ones for ``STREAM_RETRY_AFTER_S``; without, ``call`` raises :class:`StreamRefused`.
+  the request. With a ``unary`` method given, the request then goes as a unary call, and
+  so do the next ones for ``STREAM_RETRY_AFTER_S``; without, ``call`` raises
+  :class:`StreamRefused`.
 
 Thread safety: one thread calls :meth:`RequestStream.call` (the sender or fetcher
 thread); ``close`` may come from any thread.
