@@ -109,11 +109,14 @@ def test_a_streamed_long_poll_leaves_the_waiting_slots_to_unary_fetches(data_dir
 def test_fetch_streams_share_the_bound_with_produce_streams(data_dir):
     server = start_server(data_dir, max_workers=20)  # 4 long-call slots: 2 streams
     client = connect(server)
-    streams = [Stream(client), Stream(client, fetch=True), Stream(client, fetch=True)]
+    streams = []  # opened one after another's answer: the broker takes slots in the order calls reach it
     try:
         client.create("s", 1)
+        streams.append(Stream(client))
         assert streams[0].call(request("s", 0, batch(b"x"))).results[0].error.code == common_pb2.NONE
+        streams.append(Stream(client, fetch=True))
         assert streams[1].call(fetch_request("s", 0, 0)).partitions[0].high_watermark == 1
+        streams.append(Stream(client, fetch=True))
         code, logd_error, details = error_of(lambda: streams[2].call(fetch_request("s", 0, 0)))
         assert (code, logd_error) == (grpc.StatusCode.RESOURCE_EXHAUSTED, None) and "use Fetch" in details
     finally:
