@@ -1,11 +1,12 @@
 """The producer's background sender: drains ready batches into Produce RPCs.
 
 Loop (the sender thread; a producing thread runs one round itself when it fills a
-batch while no request is in flight, see ``send_ready_now``): under the accumulator's lock, wait until fewer than
-``max_in_flight`` requests are outstanding and some partition has a ready batch (full,
-lingered ``linger_ms``, being flushed, or due for a retry); drain ready batches of
-unmuted partitions up to ``max_request_size``; mute those partitions; then, outside the
-lock, encode the batches (join + zstd, which releases the GIL) and send the RPC.
+batch while no request is in flight, see ``send_ready_now``): under the accumulator's
+lock, wait until fewer than ``max_in_flight`` requests are outstanding and some
+partition has a ready batch (full, lingered ``linger_ms``, being flushed, or due for a
+retry); drain ready batches of unmuted partitions up to ``max_request_size``; mute those
+partitions; then, outside the lock, encode the batches (join + zstd, which releases the
+GIL) and send the RPC.
 When it is the only request in flight (always so with one partition), the sender thread
 makes a blocking call and handles the answer itself, then drains again at once: a gRPC
 future would start grpcio's channel-spin thread anew for every such call and hand the

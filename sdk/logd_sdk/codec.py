@@ -233,28 +233,45 @@ def encode_records(
 
 
 
-#: Idle zstd contexts kept for reuse, per kind. Making one costs ~17 us (its tables are
-#: allocated and set up), more than compressing or decompressing a batch of a few records
-#: (~1 us): with a fresh one per call, a record sent at 5,000 records/s paid it three times
-#: (producer, the broker's check, consumer). A context serves one call at a time, so a
-#: caller pops one (or makes one when none is idle) and puts it back; ``list.pop`` and
-#: ``append`` are atomic. At most ``_IDLE_CONTEXTS`` wait per kind: memory stays bounded
-#: however many threads compress (a level-1 compressor holds ~1.1 MB, a decompressor ~96 KB).
+class _ContextPool:
+    """Idle zstd contexts of one kind, kept for reuse. Making one costs ~17 us (its tables
+    are allocated and set up), more than compressing or decompressing a batch of a few
+    records (~1 us): with a fresh one per call, a record sent at 5,000 records/s paid it
+    three times (producer, the broker's check, consumer). A context serves one call at a
+    time, so a caller takes one (made when none is idle) and gives it back; ``list.pop``
+    and ``append`` are atomic. At most ``limit`` wait: memory stays bounded however many
+    threads compress (a level-1 compressor holds ~1.1 MB, a decompressor ~96 KB)."""
+
+    def __init__(self, make, limit: int) -> None:
+        self._make = make
+        self._idle: list = []
+        self.limit = limit
+
+    def __len__(self) -> int:
+        return len(self._idle)
+
+    def take(self):
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return self._make()
+
+    def give(self, context) -> None:
+        if len(self._idle) < self.limit:
+            self._idle.append(context)
+
+
 _IDLE_CONTEXTS = 4
-_compressors: list[zstandard.ZstdCompressor] = []
-_decompressors: list[zstandard.ZstdDecompressor] = []
+_compressors = _ContextPool(lambda: zstandard.ZstdCompressor(level=1), _IDLE_CONTEXTS)
+_decompressors = _ContextPool(zstandard.ZstdDecompressor, _IDLE_CONTEXTS)
 
 
 def compress(data: bytes, codec: int) -> bytes:
     if codec == CODEC_NONE:
         return data
-    try:
-        compressor = _compressors.pop()
-    except IndexError:
-        compressor = zstandard.ZstdCompressor(level=1)
+    compressor = _compressors.take()
     compressed = compressor.compress(data)
-    if len(_compressors) < _IDLE_CONTEXTS:
-        _compressors.append(compressor)
+    _compressors.give(compressor)
     return compressed
 
 
@@ -267,15 +284,11 @@ def decompress(data: bytes | memoryview, codec: int) -> bytes:
         declared = zstandard.frame_content_size(data)
         if declared > MAX_BATCH_BYTES:
             raise CorruptBatchError(f"zstd frame declares {declared} bytes, above {MAX_BATCH_BYTES}")
-        try:
-            decompressor = _decompressors.pop()
-        except IndexError:
-            decompressor = zstandard.ZstdDecompressor()
+        decompressor = _decompressors.take()
         decompressed = decompressor.decompress(data, max_output_size=MAX_BATCH_BYTES)
     except zstandard.ZstdError as exc:  # the context is dropped with the bad frame
         raise CorruptBatchError(f"zstd: {exc}") from None
-    if len(_decompressors) < _IDLE_CONTEXTS:
-        _decompressors.append(decompressor)
+    _decompressors.give(decompressor)
     return decompressed
 
 
