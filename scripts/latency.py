@@ -20,6 +20,9 @@ p50/p99/max bucket bounds, the share over 5 ms and the count over 50 ms: the dis
 of the tail (an acknowledged record waits for one fsync; while one fsync stalls, every
 record sent meanwhile waits for it). With ``--json`` the last line is one JSON object
 of those figures; ``--dump FILE`` writes ``send_time_s e2e_ms ack_ms`` per record.
+Beside the run, ``host_probe.WakeupProbe`` measures how late the host wakes a sleeping
+thread (``host_wakeup_late_ms``): a record crosses about fifteen wake-ups, so the host's
+wake-up tail is a floor under the e2e tail, and it moves from minute to minute.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import time
 import urllib.request
 
 from bench_common import USERS, create_topic, local_broker, make_values  # scripts/ is on sys.path
+from host_probe import WakeupProbe
 
 from logd_sdk import Consumer, Producer, TopicPartition
 
@@ -168,8 +172,10 @@ def main() -> int:
     with local_broker("logd-latency-", args.bootstrap, metrics=True) as broker:
         topic = create_topic(broker.address, "latency", args.partitions)
         before = fsync_buckets(broker.metrics_url) if broker.metrics_url else []
-        figures = run(broker.address, topic, args.partitions, args.rate, args.seconds, args.linger_ms,
-                      args.warmup_s, args.dump)
+        with WakeupProbe() as host:
+            figures = run(broker.address, topic, args.partitions, args.rate, args.seconds, args.linger_ms,
+                          args.warmup_s, args.dump)
+        figures["host_wakeup_late_ms"] = host.result
         if broker.metrics_url:
             figures["broker_fsync"] = fsync_summary(before, fsync_buckets(broker.metrics_url))
     e2e, ack = figures["e2e_ms"], figures["ack_ms"]
@@ -182,6 +188,7 @@ def main() -> int:
         print(f"broker fsyncs: {fs.get('count', 0):,}, p50 <= {fs.get('p50_le_ms')} ms, "
               f"p99 <= {fs.get('p99_le_ms')} ms, {100 * fs.get('over_5ms_share', 0):.2f}% over 5 ms, "
               f"{fs.get('over_50ms', 0)} over 50 ms, max <= {fs.get('max_le_ms')} ms")
+    print(host.describe())
     if args.json:
         print(json.dumps(figures))
     return 0

@@ -25,6 +25,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from host_probe import WakeupProbe
 from peers.harness import LatencyProbe, Progress, latency_records, say
 from peers.procs import SkipSystem
 from peers.stats import LatencySummary, rate_per_s, summarize_latencies
@@ -57,6 +58,8 @@ class Measurement:
     produce_rec_s: float | None = None
     consume_rec_s: float | None = None
     latency: LatencySummary | None = None
+    #: How late a thread sleeping 1 ms woke during the latency phase (``host_probe``), ms.
+    host_wakeup_late_ms: dict[str, float] | None = None
     server_version: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -118,7 +121,9 @@ def measure(target: Target, workload: Workload, settings: Settings, workdir: Pat
                                               settings.latency_seconds),
                              settings.latency_rate_per_s, settings.latency_warmup_s)
         say(f"[{target.name}] latency: {probe.count:,} records at {settings.latency_rate_per_s:,.0f} rec/s")
-        target.latency(probe, settings)
+        with WakeupProbe() as host:
+            target.latency(probe, settings)
+        result.host_wakeup_late_ms = host.result
         result.latency = summarize_latencies(probe.latencies_ms())
         say(f"[{target.name}] e2e p50 {result.latency.p50_ms:.2f} ms, p99 {result.latency.p99_ms:.2f} ms")
     except SkipSystem as exc:

@@ -69,6 +69,11 @@ def fairness_notes(measurements: Sequence[Measurement], records: int, rate_per_s
         f"- Latency: send -> receive in one process at {rate_per_s:,.0f} rec/s; producer linger "
         f"{linger_ms:g} ms where the client has one (logd), others send each record when due.",
     ]
+    wakeups = [f"{m.system} p99 {m.host_wakeup_late_ms['p99']}, p99.9 {m.host_wakeup_late_ms['p999']}"
+               for m in measurements if m.host_wakeup_late_ms and m.host_wakeup_late_ms.get("samples")]
+    if wakeups:
+        lines.append("- How late the host woke a thread sleeping 1 ms during each latency phase (ms; a "
+                     "separate process, scripts/host_probe.py): " + "; ".join(wakeups) + ".")
     for m in measurements:
         lines.extend(f"- {m.system}: {note}" for note in m.notes)
     return "\n".join(lines)
