@@ -35,8 +35,10 @@ def describe(group: str = typer.Argument(...), bootstrap: str = BootstrapOption,
         return
     typer.echo(f"Group: {description.group_id}  State: {description.state}  Members: {len(description.members)}")
     owner = {tp: m.member_id for m in description.members for tp in m.assignment}
+    # No committed offset: the lag is unknown ("-", as Kafka's tool shows it; the SDK's -1).
     print_table(["TOPIC", "PARTITION", "COMMITTED_OFFSET", "LOG_END_OFFSET", "LAG", "MEMBER"],
-                [(tp.topic, tp.partition, o.committed_offset, o.log_end_offset, o.lag, owner.get(tp))
+                [(tp.topic, tp.partition, o.committed_offset, o.log_end_offset,
+                  None if o.committed_offset is None else o.lag, owner.get(tp))
                  for tp, o in description.offsets.items()])
 
 

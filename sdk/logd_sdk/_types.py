@@ -122,7 +122,8 @@ class MemberDescription:
 
 @dataclass(frozen=True, slots=True)
 class PartitionOffsets:
-    """A group's committed offset on a partition (None if none), the end offset and the lag."""
+    """A group's committed offset on a partition (None if none), the end offset and the lag
+    (``log_end_offset - committed_offset``; -1 when there is no committed offset)."""
 
     committed_offset: int | None
     log_end_offset: int

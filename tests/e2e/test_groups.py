@@ -378,6 +378,27 @@ def test_reset_offsets_is_refused_while_live_and_rewinds_after(broker, topic, gr
         assert sorted((r.partition, r.offset) for r in again) == sorted(produced)
 
 
+def test_describe_shows_an_unknown_lag_before_the_first_commit(broker, topic, group):
+    """A member that has committed nothing: committed None and lag -1 in the SDK and the
+    JSON, '-' for both in the table (as Kafka's tool), never a lag of -1 read as a number."""
+    with Admin(broker.address) as admin, Consumer(broker.address, group_id=group, enable_auto_commit=False,
+                                                  session_timeout_ms=SESSION_MS) as consumer:
+        admin.create_topic(topic, partitions=1)
+        produce(broker.address, topic, 5)
+        consumer.subscribe([topic])
+        wait_until(lambda: consumer.poll(timeout_ms=100) or consumer.assignment(), SETTLE_S, "the assignment")
+        (offsets,) = wait_until(lambda: list(admin.describe_group(group).offsets.values()), SETTLE_S,
+                                "the partition in the description")
+        assert (offsets.committed_offset, offsets.log_end_offset, offsets.lag) == (None, 5, -1)
+        (row,) = json.loads(ok(run(broker, "group", "describe", group, "-o", "json")))["offsets"]
+        assert (row["committed_offset"], row["lag"]) == (None, -1)
+        table = ok(run(broker, "group", "describe", group)).splitlines()
+        header = table[1].split()
+        (line,) = [cells for cells in (row.split() for row in table[2:]) if cells[0] == topic]
+        assert line[header.index("COMMITTED_OFFSET")] == "-" and line[header.index("LAG")] == "-"
+        assert line[header.index("LOG_END_OFFSET")] == "5"
+
+
 def test_group_list_describe_delete_via_cli_and_admin(broker, topic, group, tmp_path):
     """list/describe show a live group's member, assignment and lag; delete is refused while
     it is live (CLI and Admin) and afterwards removes the group and its offsets."""
