@@ -30,17 +30,22 @@ from typing import Callable
 SLEEP_S = 0.001
 
 
-def lateness_summary(late_s: list[float]) -> dict[str, float]:
-    """p50/p99/p99.9/max of the lateness samples, in ms, and their count."""
-    if not late_s:
-        return {"samples": 0}
-    ordered = sorted(late_s)
+def percentiles_ms(samples_s: list[float]) -> dict[str, float]:
+    """p50, p99, p99.9 and max of samples in seconds, in ms (NaN when there are none)."""
+    if not samples_s:
+        return {"p50": float("nan"), "p99": float("nan"), "p999": float("nan"), "max": float("nan")}
+    ordered = sorted(samples_s)
     n = len(ordered)
 
     def at(fraction: float) -> float:
         return round(ordered[min(n - 1, int(fraction * n))] * 1000.0, 3)
 
-    return {"samples": n, "p50": at(0.5), "p99": at(0.99), "p999": at(0.999), "max": round(ordered[-1] * 1000.0, 3)}
+    return {"p50": at(0.50), "p99": at(0.99), "p999": at(0.999), "max": round(ordered[-1] * 1000.0, 3)}
+
+
+def lateness_summary(late_s: list[float]) -> dict[str, float]:
+    """The number of lateness samples and their percentiles in ms."""
+    return {"samples": len(late_s), **percentiles_ms(late_s)} if late_s else {"samples": 0}
 
 
 def probe(stop: threading.Event, on_first_sample: Callable[[], None] = lambda: None) -> dict[str, float]:

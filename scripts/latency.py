@@ -36,7 +36,7 @@ import time
 import urllib.request
 
 from bench_common import USERS, create_topic, local_broker, make_values  # scripts/ is on sys.path
-from host_probe import WakeupProbe
+from host_probe import WakeupProbe, percentiles_ms
 
 from logd_sdk import Consumer, Producer, TopicPartition
 
@@ -70,18 +70,6 @@ def fsync_summary(before: list[tuple[float, float]], after: list[tuple[float, fl
     return {"count": int(total), "p50_le_ms": bound_ms(0.5), "p99_le_ms": bound_ms(0.99),
             "over_5ms_share": round(over(0.005) / total, 4), "over_50ms": over(0.05),
             "max_le_ms": bound_ms(1.0)}
-
-
-def percentiles_ms(samples: list[float]) -> dict[str, float]:
-    if not samples:
-        return {"p50": float("nan"), "p99": float("nan"), "p999": float("nan"), "max": float("nan")}
-    ordered = sorted(samples)
-    n = len(ordered)
-
-    def at(fraction: float) -> float:
-        return round(ordered[min(n - 1, int(fraction * n))] * 1000.0, 3)
-
-    return {"p50": at(0.50), "p99": at(0.99), "p999": at(0.999), "max": round(ordered[-1] * 1000.0, 3)}
 
 
 def run(address: str, topic: str, partitions: int, rate: float, seconds: float, linger_ms: float,
