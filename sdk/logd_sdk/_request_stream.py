@@ -208,5 +208,8 @@ class RequestStream:
                     if idle_at <= now:
                         self._discard()  # idle: give the broker its worker back; reopened when needed
                     else:
-                        wait_s = idle_at - now
+                        # Never longer than a timeout: a request sent meanwhile is not
+                        # watched until the next wake (sleeping until idle_at left a hung
+                        # request up to IDLE_CLOSE_S, a minute, instead of its timeout).
+                        wait_s = min(self._timeout_s, idle_at - now)
                 self._wakeup.wait(max(_MIN_WATCH_S, wait_s))

@@ -123,6 +123,38 @@ def test_an_unanswered_request_times_out_as_deadline_exceeded(scripted):
     assert servicer.stream_calls == 2
 
 
+class _RecordingCondition(threading.Condition):
+    """A Condition that records the timeout of every wait (the watchdog's sleeps)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timeouts: list[float | None] = []
+
+    def wait(self, timeout=None):
+        self.timeouts.append(timeout)
+        return super().wait(timeout)
+
+
+def test_a_request_after_an_idle_spell_still_times_out_within_its_timeout(scripted):
+    """The watchdog never sleeps longer than the request timeout, idle or not: a request
+    that hangs after the stream sat idle fails after about its timeout (it once waited
+    until the idle close, a minute by default)."""
+    servicer, stream = scripted(timeout_s=0.3, idle_close_s=30.0)
+    stream._wakeup = watched = _RecordingCondition()
+    assert stream.call(request()).results[0].base_offset == 0
+    deadline = time.monotonic() + TIMEOUT_S
+    while len(watched.timeouts) < 2:  # the watchdog has looped while the stream sat idle
+        assert time.monotonic() < deadline, "the watchdog did not wake"
+        time.sleep(0.01)  # polling interval
+    servicer.mode = "hang"
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as info:
+        stream.call(request())
+    assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - started < 5
+    assert all(timeout is not None and timeout <= 0.3 + 1e-6 for timeout in watched.timeouts)
+
+
 def test_a_failed_stream_is_reopened_by_the_next_request(scripted):
     servicer, stream = scripted("fail-once")
     with pytest.raises(grpc.RpcError) as info:
