@@ -122,6 +122,8 @@ class Consumer:
         with self._lock:
             self._check_open_locked()
             self._subs.set_mode(MANUAL)
+            kept = set(partitions)
+            self._drop_unread_locked([tp for tp in self._unread_offsets_locked() if tp not in kept])
             self._subs.assign(partitions)
             if not partitions:
                 self._subs.mode = NONE
@@ -178,12 +180,12 @@ class Consumer:
         leaves the group at once."""
         with self._lock:
             subscribed = self._subs.mode == SUBSCRIBED
+            self._give_back_unread_locked()
         if subscribed and self._membership is not None:
             self._membership.leave()
         with self._lock:
             self._subs.assign([])
             self._subs.mode = NONE
-            self._drop_iter_buffer_locked()
             self._fetcher.wakeup_locked()
 
     def partitions_for_topic(self, topic: str) -> set[int]:
@@ -241,7 +243,8 @@ class Consumer:
         return self
 
     def __next__(self) -> Record:
-        """The next record, polling as long as it takes; StopIteration once closed."""
+        """The next record, polling as long as it takes; StopIteration once closed.
+        ``position``, ``commit`` and ``close`` count only the records yielded so far."""
         while self._iter_index >= len(self._iter_buffer):
             if self._closed:
                 raise StopIteration
@@ -262,7 +265,7 @@ class Consumer:
         with self._lock:
             self._check_open_locked()
             self._subs.state(partition).seek(offset)
-            self._drop_iter_buffer_locked()
+            self._drop_unread_locked([partition])
             self._fetcher.wakeup_locked()
 
     def seek_to_beginning(self, *partitions: TopicPartition) -> None:
@@ -276,9 +279,10 @@ class Consumer:
     def _request_reset(self, partitions: list[TopicPartition], strategy: str) -> None:
         with self._lock:
             self._check_open_locked()
-            for tp in self._subs.partitions_or_all(partitions):
+            reset = self._subs.partitions_or_all(partitions)
+            for tp in reset:
                 self._subs.state(tp).request_reset(strategy)
-            self._drop_iter_buffer_locked()
+            self._drop_unread_locked(reset)
             self._fetcher.wakeup_locked()
 
     def position(self, partition: TopicPartition) -> int:
@@ -288,6 +292,9 @@ class Consumer:
         while True:
             with self._lock:
                 self._check_open_locked()
+                unread = self._unread_offsets_locked().get(partition)
+                if unread is not None:
+                    return unread  # the iterator holds it, not yet yielded
                 revoking = self._subs.revoking.get(partition)
                 if revoking is not None and revoking.position is not None:
                     return revoking.position
@@ -359,6 +366,9 @@ class Consumer:
                             "their positions were committed; their new owner resumes from the last commit")
             if offsets is None:
                 offsets = self._subs.positions()
+                for tp, unread in self._unread_offsets_locked().items():
+                    if tp in offsets:
+                        offsets[tp] = unread  # the iterator holds it, not yet yielded
         checked: dict[TopicPartition, int] = {}
         for tp, offset in offsets.items():
             if not isinstance(tp, TopicPartition):
@@ -423,6 +433,7 @@ class Consumer:
             if self._closed:
                 return
             subscribed = self._subs.mode == SUBSCRIBED
+            self._give_back_unread_locked()
         if subscribed and self._membership is not None:
             try:
                 self._membership.leave()
@@ -451,6 +462,36 @@ class Consumer:
         if self._closed:
             raise IllegalStateError("the consumer is closed")
 
-    def _drop_iter_buffer_locked(self) -> None:
+    # -- the iterator's records -------------------------------------------------------------
+    # ``__next__`` yields one record at a time from a whole poll's records, and that poll
+    # already moved each partition's position past all of them. So wherever positions are
+    # read or changed, the records not yet yielded count: ``position`` and ``commit`` use
+    # the first of them, ``seek`` and the resets drop only the partitions they move,
+    # ``assign`` only the partitions it drops, and ``close``/``unsubscribe`` move the
+    # positions back to them before the last commit (else a consumer breaking out of its
+    # loop committed, and lost, up to ``max_poll_records`` records it never saw).
+
+    def _unread_offsets_locked(self) -> dict[TopicPartition, int]:
+        """The offset of the first record not yet yielded, per partition (a poll's records
+        are in offset order per partition)."""
+        unread: dict[TopicPartition, int] = {}
+        for record in self._iter_buffer[self._iter_index:]:
+            unread.setdefault(TopicPartition(record.topic, record.partition), record.offset)
+        return unread
+
+    def _drop_unread_locked(self, partitions: Iterable[TopicPartition]) -> None:
+        dropped = {(tp.topic, tp.partition) for tp in partitions}
+        if dropped:
+            self._iter_buffer = [r for r in self._iter_buffer[self._iter_index:]
+                                 if (r.topic, r.partition) not in dropped]
+            self._iter_index = 0
+
+    def _give_back_unread_locked(self) -> None:
+        """Move each partition's position back to its first record not yet yielded and
+        forget the iterator's records."""
+        for tp, offset in self._unread_offsets_locked().items():
+            state = self._subs.assignment.get(tp)
+            if state is not None:
+                state.seek(offset)
         self._iter_buffer = []
         self._iter_index = 0

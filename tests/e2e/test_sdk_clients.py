@@ -198,6 +198,44 @@ def test_iteration_and_polling_from_another_thread(broker, admin, producer, topi
     assert sorted(int(v) for v in seen) == list(range(200))
 
 
+def test_iteration_never_skips_or_commits_records_it_has_not_yielded(broker, admin, producer, topic):
+    """`for record in consumer` holds a whole poll's records, whose positions already moved:
+    position() and commit() point at the next record to be yielded, seeking one partition
+    keeps the other's records still to come, and close() commits no further."""
+    admin.create_topic(topic, partitions=2)
+    tps = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
+    for tp in tps:
+        for i in range(10):
+            producer.send(topic, value=b"%d-%d" % (tp.partition, i), partition=tp.partition)
+    producer.flush()
+
+    def next_offsets(records):  # per partition: the offset after the last record yielded, else 0
+        return {tp: max((r.offset + 1 for r in records if r.partition == tp.partition), default=0) for tp in tps}
+
+    with Consumer(broker.address, group_id="g-" + topic, auto_offset_reset="earliest") as consumer:
+        consumer.assign(tps)
+        iterator = iter(consumer)
+        yielded = [next(iterator) for _ in range(3)]
+        expected = next_offsets(yielded)
+        assert {tp: consumer.position(tp) for tp in tps} == expected
+        consumer.commit()
+        assert {tp: consumer.committed(tp) for tp in tps} == expected
+        sought = TopicPartition(topic, yielded[0].partition)
+        (other,) = [tp for tp in tps if tp != sought]
+        consumer.seek(sought, 0)
+        assert consumer.position(other) == expected[other]  # its records are still to come
+        rest = [next(iterator) for _ in range(10 + 10 - expected[other])]
+        assert sorted(r.offset for r in rest if r.partition == sought.partition) == list(range(10))
+        assert sorted(r.offset for r in rest if r.partition == other.partition) == list(range(expected[other], 10))
+
+    with Consumer(broker.address, group_id="g2-" + topic, auto_offset_reset="earliest") as consumer:
+        consumer.assign(tps)
+        iterator = iter(consumer)
+        yielded = [next(iterator) for _ in range(3)]
+    with Consumer(broker.address, group_id="g2-" + topic) as reader:
+        assert {tp: reader.committed(tp) or 0 for tp in tps} == next_offsets(yielded)
+
+
 def test_offset_out_of_range_policies(broker, admin, producer, topic):
     """auto_offset_reset none raises OffsetOutOfRangeError; earliest moves to the log start."""
     admin.create_topic(topic, config={"segment.bytes": "1024"})
