@@ -303,9 +303,13 @@ class Consumer:
                     raise state.error.with_traceback(None)
                 if state.position is not None and state.reset_to is None:
                     return state.position
+                now = time.monotonic()
+                if now > deadline:
+                    raise IllegalStateError(f"no position for {partition.topic}-{partition.partition}")
+                if now < state.retry_at:  # its lookup failed retriably: back off
+                    self._lock.wait(min(state.retry_at, deadline) - now)
+                    continue
                 pending = {partition: (state.reset_to, state.epoch)}
-            if time.monotonic() > deadline:
-                raise IllegalStateError(f"no position for {partition.topic}-{partition.partition}")
             self._fetcher.resolve_positions(pending)  # type: ignore[arg-type]
 
     def offsets_for_times(self, timestamps: Mapping[TopicPartition, int]) -> dict[TopicPartition, int | None]:

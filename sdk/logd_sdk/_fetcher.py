@@ -349,12 +349,19 @@ class Fetcher(threading.Thread):
                     "is 'none': seek() to an offset first"))
         queries = {tp: (EARLIEST if s == "earliest" else LATEST) for tp, s in strategies.items()
                    if s in ("earliest", "latest") and tp not in positions}
+        retry: list[TopicPartition] = []  # still pending, after a retriable error of its own
         if queries:
             for tp, (offset, error) in list_offsets(self._transport, queries, timeout_ms).items():
                 if error is not None and error.retriable:
+                    retry.append(tp)
                     continue
                 positions[tp] = (None if error else offset, error)
         with self.lock:
+            now = time.monotonic()
+            for tp in retry:
+                state = self._subs.assignment.get(tp)
+                if state is not None and tp in pending and state.epoch == pending[tp][1]:
+                    state.back_off(now, self._retry_backoff_ms)
             for tp, (offset, error) in positions.items():
                 state = self._subs.assignment.get(tp)
                 if state is None or tp not in pending or state.epoch != pending[tp][1]:
@@ -378,12 +385,14 @@ class Fetcher(threading.Thread):
     def _loop(self) -> None:
         while True:
             with self.lock:
-                while not self.closed and not self._has_work_locked():
-                    self.lock.wait()
+                while not self.closed and not self._has_work_locked(time.monotonic()):
+                    retry_at = self._subs.next_retry_at()  # a partition backing off
+                    self.lock.wait(None if retry_at is None else max(0.001, retry_at - time.monotonic()))
                 if self.closed:
                     return
-                pending = self._subs.needing_reset()
-                targets = [] if pending else [(tp, s.epoch, s.fetch_position) for tp, s in self._subs.fetchable()]
+                now = time.monotonic()
+                pending = self._subs.needing_reset(now)
+                targets = [] if pending else [(tp, s.epoch, s.fetch_position) for tp, s in self._subs.fetchable(now)]
             try:
                 if pending:
                     self.resolve_positions(pending, timeout_ms=self._request_timeout_ms)
@@ -396,10 +405,11 @@ class Fetcher(threading.Thread):
                 log.exception("consumer fetcher failed")
                 self._on_failure(None)
 
-    def _has_work_locked(self) -> bool:
+    def _has_work_locked(self, now: float) -> bool:
         if len(self.buffer) >= self._max_buffered:
             return False
-        return any(s.reset_to is not None or s.fetchable for s in self._subs.assignment.values())
+        return any((s.reset_to is not None or s.fetchable) and s.retry_at <= now
+                   for s in self._subs.assignment.values())
 
     def _on_failure(self, error: LogdError | None) -> None:
         pause = backoff_s(self._failures, self._retry_backoff_ms, 1000)
@@ -478,13 +488,17 @@ class Fetcher(threading.Thread):
                 state.high_watermark = data.high_watermark
                 state.log_start_offset = data.log_start_offset
                 if error is None:
+                    if state.retries:
+                        state.retry_at, state.retries = 0.0, 0
                     if batches:
                         completed.append(CompletedFetch(tp, epoch, batches))
                         state.fetch_position = next_offset
                 elif isinstance(error, OffsetOutOfRangeError):
                     self._on_out_of_range_locked(tp, state, data, error)
                 elif isinstance(error, (BrokerUnavailableError, LogdTimeoutError)):
-                    pass  # fetched again on the next round
+                    # Fetched again after a backoff: the broker answers such a partition at
+                    # once, so without one the fetcher spun (and cut the long poll of the others).
+                    state.back_off(time.monotonic(), self._retry_backoff_ms)
                 else:
                     state.error = error
             if completed:

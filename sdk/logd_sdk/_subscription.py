@@ -3,8 +3,11 @@
 For each assigned TopicPartition: ``position`` (the next offset ``poll`` returns),
 ``fetch_position`` (the next offset to fetch; ahead of ``position`` while prefetched
 data is buffered), a pending ``reset_to`` lookup, a sticky ``error`` that ``poll``
-raises until the partition is seeked or reassigned, and an ``epoch`` that changes on
-every seek or reset so that data fetched before it is dropped.
+raises until the partition is seeked or reassigned, an ``epoch`` that changes on
+every seek or reset so that data fetched before it is dropped, and ``retry_at``: after
+a retriable error of its own (a fetch answered STORAGE_ERROR or UNAVAILABLE for it, a
+failed offset lookup) the partition is neither fetched nor looked up until then, with
+exponential backoff, while the other partitions carry on.
 
 Two ways to get partitions (Kafka's rule: one or the other, not both):
 
@@ -31,9 +34,12 @@ import itertools
 from typing import Iterable
 
 from logd_sdk._errors import IllegalStateError, LogdError, NotAssignedError
+from logd_sdk._transport import backoff_s
 from logd_sdk._types import TopicPartition
 
 RESET_STRATEGIES = ("earliest", "latest", "none")
+#: The longest a partition waits after its own retriable errors before it is tried again.
+MAX_PARTITION_BACKOFF_MS = 1000
 _epochs = itertools.count(1)
 
 NONE, MANUAL, SUBSCRIBED = "none", "manual", "subscribed"
@@ -42,7 +48,8 @@ NONE, MANUAL, SUBSCRIBED = "none", "manual", "subscribed"
 class PartitionState:
     """Fetch and position state of one assigned partition (see the module docstring)."""
 
-    __slots__ = ("position", "fetch_position", "epoch", "reset_to", "error", "high_watermark", "log_start_offset")
+    __slots__ = ("position", "fetch_position", "epoch", "reset_to", "error", "high_watermark", "log_start_offset",
+                 "retry_at", "retries")
 
     def __init__(self, reset_to: str) -> None:
         self.position: int | None = None
@@ -52,6 +59,13 @@ class PartitionState:
         self.error: LogdError | None = None
         self.high_watermark = -1
         self.log_start_offset = -1
+        self.retry_at = 0.0  # monotonic; see the module docstring
+        self.retries = 0
+
+    def back_off(self, now: float, backoff_ms: int) -> None:
+        """A retriable error of this partition's: skip it until a backoff has passed."""
+        self.retry_at = now + backoff_s(self.retries, backoff_ms, MAX_PARTITION_BACKOFF_MS)
+        self.retries += 1
 
     @property
     def fetchable(self) -> bool:
@@ -62,12 +76,14 @@ class PartitionState:
         self.reset_to = None
         self.error = None
         self.epoch = next(_epochs)
+        self.retry_at, self.retries = 0.0, 0
 
     def request_reset(self, strategy: str) -> None:
         self.position = self.fetch_position = None
         self.reset_to = strategy
         self.error = None
         self.epoch = next(_epochs)
+        self.retry_at, self.retries = 0.0, 0
 
 
 class SubscriptionState:
@@ -166,12 +182,20 @@ class SubscriptionState:
             self.state(tp)
         return given
 
-    def needing_reset(self) -> dict[TopicPartition, tuple[str, int]]:
-        """Partitions with a pending position lookup: tp -> (strategy, epoch)."""
-        return {tp: (s.reset_to, s.epoch) for tp, s in self.assignment.items() if s.reset_to is not None}
+    def needing_reset(self, now: float | None = None) -> dict[TopicPartition, tuple[str, int]]:
+        """Partitions with a pending position lookup: tp -> (strategy, epoch); with ``now``,
+        not those backing off."""
+        return {tp: (s.reset_to, s.epoch) for tp, s in self.assignment.items()
+                if s.reset_to is not None and (now is None or s.retry_at <= now)}
 
-    def fetchable(self) -> list[tuple[TopicPartition, PartitionState]]:
-        return [(tp, s) for tp, s in self.assignment.items() if s.fetchable]
+    def fetchable(self, now: float | None = None) -> list[tuple[TopicPartition, PartitionState]]:
+        """Partitions to fetch; with ``now``, not those backing off."""
+        return [(tp, s) for tp, s in self.assignment.items() if s.fetchable and (now is None or s.retry_at <= now)]
+
+    def next_retry_at(self) -> float | None:
+        """When the first partition backing off may be fetched or looked up again."""
+        return min((s.retry_at for s in self.assignment.values()
+                    if s.retry_at and (s.fetchable or s.reset_to is not None)), default=None)
 
     def first_error(self) -> tuple[TopicPartition, LogdError] | None:
         for tp, state in self.assignment.items():
