@@ -144,6 +144,9 @@ class RequestStream:
         finally:
             with self._wakeup:
                 self._in_flight = False
+                cut = self._timed_out
+        if cut:  # the watchdog cancelled the call in the instant after this answer came:
+            self._discard()  # the next request opens a new stream, not the cancelled one
         self._answered = True
         return response
 

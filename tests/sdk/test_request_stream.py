@@ -155,6 +155,45 @@ def test_a_request_after_an_idle_spell_still_times_out_within_its_timeout(script
     assert all(timeout is not None and timeout <= 0.3 + 1e-6 for timeout in watched.timeouts)
 
 
+def test_a_call_cancelled_just_after_its_answer_is_not_reused():
+    """The watchdog may cancel a call in the instant between its answer and the end of
+    ``call``: that answer stands, and the next request goes over a new stream instead of
+    failing on the cancelled one."""
+    opened = []
+
+    class AnsweredThenCancelled:
+        def __init__(self, requests):
+            self.requests, self.cancelled = requests, False
+            opened.append(self)
+
+        def __next__(self):
+            if self.cancelled:
+                raise _CancelledError()
+            answer = ("answer", next(self.requests), len(opened))
+            if len(opened) == 1:  # the watchdog fires right after the first stream's answer
+                stream._timed_out = True
+                self.cancel()
+            return answer
+
+        def cancel(self):
+            self.cancelled = True
+
+    stream = RequestStream(AnsweredThenCancelled, TIMEOUT_S)
+    try:
+        assert stream.call("r1") == ("answer", "r1", 1)
+        assert stream.call("r2") == ("answer", "r2", 2)
+    finally:
+        stream.close()
+
+
+class _CancelledError(grpc.RpcError):
+    def code(self):
+        return grpc.StatusCode.CANCELLED
+
+    def details(self):
+        return "cancelled"
+
+
 def test_a_failed_stream_is_reopened_by_the_next_request(scripted):
     servicer, stream = scripted("fail-once")
     with pytest.raises(grpc.RpcError) as info:
