@@ -169,9 +169,12 @@ class GroupMetadataManager:
         member = group.members.get(member_id) if group is not None else None
         if member is None or not member.instance_id:
             return self._leave(group, member_id)  # nothing to keep for a dynamic member
-        # The process is going away: what it was revoking is released with it, what it
-        # is assigned stays reserved for its next incarnation until the session ends.
-        group.set_ownership(member, member.assigned, frozenset())
+        # The process is going away: what it was revoking is released with it, and so is
+        # what it still holds but its target already moved (absent, it would never be
+        # told to revoke it: the new owner waited a whole session). The rest stays
+        # reserved for its next incarnation until the session ends.
+        kept = member.assigned & group.target.get(member_id, frozenset())
+        group.set_ownership(member, kept, frozenset())
         member.absent = True
         member.deadline_ms = now_ms + member.session_timeout_ms
         self._dirty.add(group.group_id)

@@ -175,6 +175,24 @@ def test_static_member_rejoining_within_timeout_gets_same_partitions(manager, cl
         manager.heartbeat("g", old_id, s.epoch, now_ms=clock.now_ms, subscribed_topics=["t"])
 
 
+def test_static_member_leaving_before_a_move_releases_what_moves(manager, clock):
+    """A static member that leaves before its heartbeat learnt that a partition moves
+    keeps only its target: the partition goes to its new owner at once, not after the
+    session timeout (the absent member is never told to revoke it)."""
+    s = SimMember(manager, "g", ["t"], instance_id="host-1")
+    settle([s], clock)
+    assert s.owned == tps("t", 0, 1, 2, 3)
+    b = SimMember(manager, "g", ["t"])
+    b.heartbeat(clock.now_ms)  # the target moves half to b; s has not heard yet
+    s.leave(clock.now_ms, epoch=-2)
+    clock.advance(10)
+    b.heartbeat(clock.now_ms)
+    assert len(b.owned) == 2
+    description = manager.describe_group("g", lambda t, p: 0)
+    reserved = {m.member_id: set(m.assignment) for m in description.members}
+    assert reserved[s.member_id] == tps("t", 0, 1, 2, 3) - b.owned
+
+
 def test_static_member_not_back_in_time_is_evicted(manager, clock):
     """A static member that does not come back within the session timeout loses its partitions."""
     s = SimMember(manager, "g", ["t"], instance_id="host-1")
