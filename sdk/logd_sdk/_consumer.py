@@ -181,12 +181,14 @@ class Consumer:
         with self._lock:
             subscribed = self._subs.mode == SUBSCRIBED
             self._give_back_unread_locked()
-        if subscribed and self._membership is not None:
-            self._membership.leave()
-        with self._lock:
-            self._subs.assign([])
-            self._subs.mode = NONE
-            self._fetcher.wakeup_locked()
+        try:
+            if subscribed and self._membership is not None:
+                self._membership.leave()  # re-raises an on_revoke's exception, once left
+        finally:
+            with self._lock:
+                self._subs.assign([])
+                self._subs.mode = NONE
+                self._fetcher.wakeup_locked()
 
     def partitions_for_topic(self, topic: str) -> set[int]:
         """The partition numbers of a topic (TopicNotFoundError if it does not exist)."""

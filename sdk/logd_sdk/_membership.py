@@ -285,6 +285,9 @@ class GroupMembership:
         lost = [tp for tp in dropped if tp not in self._in_callback]
         if dropped:
             log.warning("group %s: lost %s (%s)", self._group_id, _names(dropped), reason)
+        # A revocation still queued is covered by the loss (its partitions are in ``lost``):
+        # run later, it would act on whatever state a rejoin gave them by then.
+        self._events = deque(event for event in self._events if event[0] != "revoke")
         if lost:
             self._events.append(("lost", lost))
             self._lost_positions.update((tp, positions[tp]) for tp in lost if tp in positions)
@@ -397,7 +400,9 @@ class GroupMembership:
         changed = False
         for tp in sorted(target - set(subs.assignment)):
             changed = True
-            if subs.add(tp):
+            # New, or given back while its on_revoke runs (the application has been or is
+            # being told it is gone): either way it hears on_assign.
+            if subs.add(tp) or tp in self._in_callback:
                 added.append(tp)
         revoked = sorted(set(subs.assignment) - target)
         for tp in revoked:

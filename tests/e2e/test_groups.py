@@ -378,6 +378,25 @@ def test_reset_offsets_is_refused_while_live_and_rewinds_after(broker, topic, gr
         assert sorted((r.partition, r.offset) for r in again) == sorted(produced)
 
 
+def test_unsubscribe_completes_when_on_revoke_raises(broker, topic, group):
+    """on_revoke's exception reaches the caller of unsubscribe, and the consumer is left
+    unsubscribed all the same (it once stayed half-subscribed: assign() refused)."""
+
+    def on_revoke(partitions):
+        raise RuntimeError("the application's on_revoke failed")
+
+    with Admin(broker.address) as admin, Consumer(broker.address, group_id=group,
+                                                  session_timeout_ms=SESSION_MS) as consumer:
+        admin.create_topic(topic, partitions=1)
+        consumer.subscribe([topic], on_revoke=on_revoke)
+        wait_until(lambda: consumer.poll(timeout_ms=100) or consumer.assignment(), SETTLE_S, "the assignment")
+        with pytest.raises(RuntimeError, match="on_revoke failed"):
+            consumer.unsubscribe()
+        assert consumer.subscription() == set() and consumer.assignment() == set()
+        consumer.assign([TopicPartition(topic, 0)])  # not "already uses subscribe()"
+        assert consumer.assignment() == {TopicPartition(topic, 0)}
+
+
 def test_describe_shows_an_unknown_lag_before_the_first_commit(broker, topic, group):
     """A member that has committed nothing: committed None and lag -1 in the SDK and the
     JSON, '-' for both in the table (as Kafka's tool), never a lag of -1 read as a number."""
