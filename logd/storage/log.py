@@ -238,7 +238,10 @@ class PartitionLog:
         parsed = parse_batches(batches, check_batch)  # CRC work happens outside the lock
         with self._lock:
             info = self._append_locked(batches, parsed)
-            if self._config.flush_policy == "group":
+            if self._config.flush_policy != "never":
+                # "always" synced its own write already; this also holds back the answer
+                # to a duplicate (an idempotent retry answered from the producer state)
+                # until the original is durable, whichever call is writing it.
                 self._await_durable_locked(info.last_offset + 1)
             return info
 
@@ -554,7 +557,8 @@ class PartitionLog:
             return self._segments.pin_older_locked(i)
         segment = self._active_locked()
         handle = segment.write_handle
-        assert handle is not None and handle.acquire()
+        pinned = handle is not None and handle.acquire()  # not inside an assert: python -O drops those
+        assert pinned, "the active segment's write handle is closed"
         return PinnedSegment(segment, handle, self._visible_position, True,
                              segment._offset_index, segment._time_index)
 

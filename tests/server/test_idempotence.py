@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -17,9 +18,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from logd.broker import Broker, ProduceTarget
+from logd.storage import LogConfig, PartitionLog
+from logd.storage.files import FileSystem
+from logd.storage.handles import HandleCache
 from logd.broker.producer_state import (
     BATCHES_PER_PRODUCER, SEQUENCE_MODULUS, SNAPSHOT_FILE, BatchMetadata, InvalidProducerEpochError,
-    OutOfOrderSequenceError, ProducerEntry, ProducerStateManager, has_producer_ids, parse_snapshot,
+    OutOfOrderSequenceError, ProducerEntry, ProducerStateManager, has_producer_ids, load_producer_state,
+    parse_snapshot,
 )
 from logd_sdk import codec
 from logd_sdk.protocol import common_pb2, log_pb2
@@ -450,3 +455,52 @@ def test_server_error_table_has_the_sequence_errors():
     assert classify(OutOfOrderSequenceError("x"))[:2] == (grpc.StatusCode.FAILED_PRECONDITION, "OUT_OF_ORDER_SEQUENCE")
     assert classify(InvalidProducerEpochError("x"))[:2] == (grpc.StatusCode.FAILED_PRECONDITION,
                                                             "INVALID_PRODUCER_EPOCH")
+
+
+class _StallingFsyncs(FileSystem):
+    """Holds every fsync while ``release`` is clear; ``stalled`` is set once one waits."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.release.set()
+        self.stalled = threading.Event()
+
+    def fsync(self, fd: int) -> None:
+        if not self.release.is_set():
+            self.stalled.set()
+            self.release.wait(RPC_TIMEOUT_S)
+        super().fsync(fd)
+
+
+@pytest.mark.parametrize("policy", ["group", "always"])
+def test_a_retry_answered_from_the_producer_state_waits_until_the_original_is_durable(tmp_path, policy):
+    """A many-partition request wrote a batch and waits for its fsync; the producer's retry
+    of it alone is a duplicate, answered with the original offsets, but only once they
+    are durable (with "always" it was answered at once: an ack for data not on disk)."""
+    fs = _StallingFsyncs()
+    log = PartitionLog.open(tmp_path / "t-0", LogConfig(flush_policy=policy), fs=fs, handle_cache=HandleCache(fs=fs))
+    load_producer_state(log, fs=fs)
+    original = batch(7, 0)
+    fs.release.clear()
+    info = log.append_unflushed(original)
+    waiter = threading.Thread(target=log.wait_durable, args=(info.last_offset + 1,))
+    waiter.start()
+    assert fs.stalled.wait(RPC_TIMEOUT_S)
+    answered: dict = {}
+
+    def retry() -> None:
+        answered["info"] = log.append(original)
+        answered["high_watermark"] = log.high_watermark
+
+    retrying = threading.Thread(target=retry)
+    retrying.start()
+    deadline = time.monotonic() + RPC_TIMEOUT_S
+    while "info" not in answered and not log._changed._waiters:  # answered, or waiting for the fsync
+        assert time.monotonic() < deadline
+        time.sleep(0.005)  # polling interval
+    fs.release.set()
+    retrying.join(RPC_TIMEOUT_S)
+    waiter.join(RPC_TIMEOUT_S)
+    assert (answered["info"].base_offset, answered["info"].last_offset) == (info.base_offset, info.last_offset)
+    assert answered["high_watermark"] > info.last_offset  # answered only once durable
+    log.close()

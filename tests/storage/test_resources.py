@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -141,6 +143,24 @@ def test_periodic_checkpoint_bounds_recovery(tmp_path, monkeypatch):
     assert recovered.log_end_offset == 34
     assert len(calls) == 3
     recovered.close()
+
+
+def test_reads_of_the_active_segment_work_under_python_optimize(tmp_path):
+    """``python -O`` strips asserts: a read must still take its reference to the active
+    segment's file (taken inside an assert, it was not, and the reader's release closed
+    the writer's file: the next append failed with EBADF)."""
+    script = (
+        "import sys; from pathlib import Path; from logd_sdk import codec;"
+        "from logd.storage import LogConfig, PartitionLog;"
+        "log = PartitionLog.open(Path(sys.argv[1]), LogConfig());"
+        "batch = codec.encode_batch([(1, None, b'v', None)]);"
+        "log.append(batch); read = log.read(0, 1 << 20); log.append(batch);"
+        "print('ok', len(read) > 0, log.log_end_offset); log.close()"
+    )
+    result = subprocess.run([sys.executable, "-O", "-c", script, str(tmp_path / "t-0")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["ok", "True", "2"]
 
 
 def test_engine_names_are_exported():
