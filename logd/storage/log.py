@@ -383,10 +383,18 @@ class PartitionLog:
             return
         try:
             self._segments[-1].write_indexes_locked(final=False)
+            self._write_checkpoint_locked(clean_shutdown=False)
         except OSError as exc:
+            if exc.errno in _OUT_OF_SPACE:
+                # Indexes and checkpoint only shorten recovery, and the records are durable
+                # and published: try again at the next interval instead of failing the log
+                # (and answering an error for records readers already see).
+                self._last_checkpoint_ms = self._clock_ms()
+                logger.warning("%s: no space for the periodic index and checkpoint write (%s); "
+                               "retrying in %d ms", self.directory, exc, self._recovery_checkpoint_interval_ms)
+                return
             self._fail_locked(exc)
-            raise LogFailedError(f"{self.directory}: index write failed: {exc}") from exc
-        self._checkpoint_or_fail_locked()
+            raise LogFailedError(f"{self.directory}: index or checkpoint write failed: {exc}") from exc
 
     def _publish_locked(self, durable_offset: int, active_position: int) -> None:
         """Record a new durable end (after an fsync of the active segment, where it lies at

@@ -272,3 +272,32 @@ def test_health_follows_the_data_directory_turning_read_only(tmp_path, monkeypat
             time.sleep(0.02)  # polling the health service
     finally:
         server.stop()
+
+
+def test_no_space_for_the_periodic_index_write_does_not_fail_the_log(tmp_path):
+    """The index and checkpoint written after a commit once per interval only shorten
+    recovery: out of space there, the append that committed succeeds (its records are
+    durable and visible), the log stays writable, and the write is tried again at the
+    next interval (it once failed the partition until restart)."""
+    from logd.storage import HandleCache, LogConfig, PartitionLog
+
+    fs = FaultInjectingFileSystem()
+    now = [0]
+    log = PartitionLog.open(tmp_path / "t-0", LogConfig(), clock_ms=lambda: now[0], fs=fs,
+                            handle_cache=HandleCache(fs=fs), recovery_checkpoint_interval_ms=1_000)
+    batch = codec.encode_batch([(1, None, b"value", None)])
+    log.append(batch)
+    fs.fail("pwrite", "checkpoint", errno.ENOSPC)
+    now[0] = 5_000
+    info = log.append(batch)  # this commit's periodic checkpoint write hits the full disk
+    assert fs.calls["pwrite"] >= 1
+    assert not log.failed and log.high_watermark == info.last_offset + 1
+    fs.clear()
+    log.append(batch)  # within the interval: no retry yet
+    now[0] = 10_000
+    log.append(batch)  # the next interval: the index and checkpoint are written
+    assert (tmp_path / "t-0" / "checkpoint").exists()
+    log.close()
+    reopened = PartitionLog.open(tmp_path / "t-0", LogConfig())
+    assert reopened.log_end_offset == 4
+    reopened.close()
