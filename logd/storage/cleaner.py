@@ -441,10 +441,14 @@ class LogCleaner:
                         if latest > record.offset:
                             continue
                         if record.value is None:
-                            if record.offset < horizon and record.offset != last_offset:
-                                tombstones_removed += 1
-                                continue
-                            if first_tombstone < 0:
+                            if record.offset < horizon:
+                                if record.offset != last_offset:
+                                    tombstones_removed += 1
+                                    continue
+                                # Kept only as the log's last record: not a tombstone to come
+                                # back for (it made every check start a pass that removed
+                                # nothing); once records follow it, a dirty pass removes it.
+                            elif first_tombstone < 0:
                                 first_tombstone = record.offset
                     kept.append(record)
                 removed += len(records) - len(kept)

@@ -415,9 +415,12 @@ class Segment:
                 logger.warning("%s: could not save the rebuilt indexes: %s", self.log_path, exc)
 
     def drop_loaded_indexes(self) -> None:
-        """Forget an older segment's loaded indexes (memory); they reload on next use."""
+        """Forget an older segment's loaded indexes (memory); they reload on next use. Not
+        a deleted one's: a reader that pinned it would reload them from its base offset's
+        index files, which a compaction swap has replaced with the cleaned segment's (and
+        read the old file at the new file's positions)."""
         with self._load_lock:
-            if self.write_handle is None and not self.parked:
+            if self.write_handle is None and not self.parked and not self.deleted:
                 self._offset_index = self._time_index = None
 
     def find_batch(self, fd: int, offset: int, hint: int, end: int) -> BatchPosition | None:

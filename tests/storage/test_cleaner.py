@@ -221,6 +221,27 @@ def test_a_tombstone_at_the_end_of_the_log_stays_so_reads_never_stall(tmp_path):
     log.close()
 
 
+def test_a_tombstone_kept_as_the_last_record_starts_no_pass_until_records_follow_it(tmp_path):
+    """An expired tombstone kept only because it is the log's last record is not one to
+    come back for: later checks start no pass (each used to re-read the whole partition
+    and remove nothing); once records follow it, a dirty pass removes it."""
+    log = open_log(tmp_path / "p")
+    for i in range(30):
+        log.append(codec.encode_batch([(NOW_MS, b"k%d" % (i % 3), b"v%d" % i, None)]))
+    log.append(codec.encode_batch([(NOW_MS, b"k0", None, None)]))
+    log.roll()
+    cleaner = LogCleaner(FAST)
+    policy = CompactionPolicy(0, 0, 0.0)
+    cleaner.clean(log, policy, NOW_MS)
+    cleaner.clean(log, policy, NOW_MS + 1)
+    assert [cleaner.clean(log, policy, NOW_MS + t).passes for t in range(2, 6)] == [0, 0, 0, 0]
+    log.append(codec.encode_batch([(NOW_MS, b"k1", b"later", None)]))
+    log.roll()
+    cleaner.clean(log, policy, NOW_MS + 10)
+    assert [(r.key, r.value) for r in read_all(log)] == [(b"k2", b"v29"), (b"k1", b"later")]
+    log.close()
+
+
 def test_min_compaction_lag_keeps_recent_segments(tmp_path):
     """Segments with a record newer than min.compaction.lag.ms are not cleaned, nor the active one."""
     log = open_log(tmp_path / "p")
@@ -489,3 +510,45 @@ def test_compaction_matches_a_dict_model(tmp_path_factory, batches, map_entries,
     original = {r.offset: (r.key, r.value) for r in before}
     assert all(original[r.offset] == (r.key, r.value) for r in after)
     log.close()
+
+
+def test_a_reader_pinned_across_a_swap_reads_the_old_segment_with_its_own_indexes(tmp_path, monkeypatch):
+    """A read that pinned the first segment of a group just before the swap replaced it
+    reads the old file with the old indexes, even after other reads pushed the old
+    segment out of the loaded-index LRU (its indexes used to be dropped and reloaded
+    from its base offset's files: the cleaned segment's, so it read garbage or nothing)."""
+    from logd.storage.reader import read_batches, read_hints
+
+    log = PartitionLog.open(tmp_path / "p", LogConfig(segment_bytes=1024, index_interval_bytes=64,
+                                                      flush_policy="never"), handle_cache=HandleCache())
+    while len(log.segments()) == 1:  # segment 0: versions of 8 keys, to be compacted
+        i = log.log_end_offset
+        log.append(codec.encode_batch([(NOW_MS, b"k%d" % (i % 8), b"v%d" % i + b"x" * (i * 7 % 23), None)],
+                                      codec=codec.CODEC_NONE))
+    while len(log.segments()) < 9:  # then segments of unique keys
+        i = log.log_end_offset
+        log.append(codec.encode_batch([(NOW_MS, b"u%d" % i, b"v%d" % i, None)], codec=codec.CODEC_NONE))
+    log.roll()
+    first = log.segments()[0]
+    targets = range(first.base_offset + 1, first.next_offset)
+    originals = {offset: log.read(offset, 100) for offset in targets}
+    pinned = {}
+
+    def pin_when_cleaned(name: str) -> None:  # the moment between a reader's pin and its read
+        if name == "cleaned_written" and not pinned:
+            with log._lock:
+                pinned["view"] = log._segments.pin_older_locked(0)
+
+    monkeypatch.setattr(swap, "crash_hook", pin_when_cleaned)
+    assert LogCleaner(FAST).clean(log, CompactionPolicy(0, 86_400_000, 0.0), NOW_MS).segments_cleaned
+    monkeypatch.setattr(swap, "crash_hook", None)
+    for segment in log.segments()[1:6]:  # other reads push the old segment out of the LRU
+        log.read(segment.base_offset, 100)
+    view = pinned["view"]
+    try:
+        for offset in targets:
+            data, _ = read_batches(log._fs, view, offset, 100, read_hints(view, offset, 100), at_least_one=True)
+            assert data == originals[offset], offset
+    finally:
+        view.release()
+        log.close()
