@@ -140,10 +140,11 @@ def _position(consumer: Consumer, topic: str, group: str | None, partition: int 
 def _renderer(template: str, output: Output):
     if output is Output.json:
         return lambda record: print_json(record)
-    sample = {name: "" for name in FORMAT_FIELDS}
+    # A sample of each field's real type: "{offset:>8d}" is fine, "{value.x}" is not.
+    sample = {name: 0 if name in ("partition", "offset", "timestamp_ms") else "" for name in FORMAT_FIELDS}
     try:
         template.format(**sample)
-    except (KeyError, IndexError, ValueError) as exc:
+    except Exception as exc:  # whatever str.format raises: a one-line error, not a traceback
         raise ValueError(f"bad --format {template!r} ({exc}); fields: "
                          + ", ".join("{%s}" % f for f in FORMAT_FIELDS)) from None
 

@@ -139,11 +139,14 @@ class Sender(threading.Thread):
             self._acc.sender_wakeup.notify()
 
     def force_close(self) -> None:
-        """Stop at once; unsent batches are failed by the caller."""
+        """Stop at once; unsent batches are failed by the caller. A request in flight on the
+        stream is cancelled (its records fail with IllegalStateError), else the sender
+        thread would wait for an answer from a broker that may never give one."""
         with self._acc.lock:
             self._stopping = True
             self._forced = True
             self._acc.sender_wakeup.notify()
+        self._stream.close()
 
     def run(self) -> None:
         try:
@@ -333,6 +336,9 @@ class Sender(threading.Thread):
         try:
             response = get_response()
         except grpc.RpcError as exc:
+            if self._forced:  # cut by close(): the records' outcome is unknown
+                self._finish(groups, rpc_error=IllegalStateError("the producer was closed before the broker answered"))
+                return
             error = error_from_rpc(exc, self._transport.target)
             retriable = is_retriable_rpc_error(exc, idempotent=True)
             self._finish(groups, rpc_error=error, rpc_retriable=retriable)

@@ -56,6 +56,9 @@ def test_produce_and_consume(broker, topic):
     assert set(records[0]) == {"topic", "partition", "offset", "timestamp_ms", "key", "value", "headers"}
     assert [r["offset"] for r in records] == list(range(len(records)))
     assert records[-1]["value"] == "solo" and records[0]["headers"] == [["src", "cli"]]
+    padded = ok(run(broker, "consume", topic, "--partition", "1", "--offset", "0", "--max-messages", "1",
+                    "--format", "{offset:>4d}|{value}"))
+    assert padded.splitlines() == [f"{records[0]['offset']:>4d}|{records[0]['value']}"]
 
 
 def test_consume_replays_from_offset_and_time(broker, topic):
@@ -113,6 +116,8 @@ def test_bootstrap_flag_and_unreachable_broker(broker, topic):
     (["consume", "{topic}", "--from-time", "yesterday"], "ISO 8601"),
     (["consume", "{topic}", "--from-beginning", "--offset", "3"], "choose one"),
     (["consume", "{topic}", "--format", "{nope}"], "--format"),
+    (["consume", "{topic}", "--format", "{value.x}"], "--format"),
+    (["consume", "{topic}", "--format", "{offset:s}"], "--format"),
     (["consume", "{topic}", "--partition", "9", "--timeout-ms", "100"], "partition 9"),
     (["produce", "{topic}", "--key-separator", ":"], "separator"),
     (["produce", "{topic}", "--header", "novalue", "--value", "x"], "KEY=VALUE"),

@@ -1,8 +1,12 @@
 """Durability across broker restarts: topics, data, and clients that ride through them."""
 
+import os
+import signal
 import time
 
-from logd_sdk import Admin, Consumer, Producer, TopicPartition
+import pytest
+
+from logd_sdk import Admin, Consumer, IllegalStateError, Producer, TopicPartition
 
 
 def test_restart_keeps_topics_and_data(broker, topic):
@@ -58,3 +62,27 @@ def test_producer_and_consumer_ride_through_a_restart(broker, topic):
         while len(values) < 2 and time.monotonic() < deadline:
             values.extend(r.value for r in consumer.poll(timeout_ms=200))
     assert values == [b"before", b"during"]
+
+
+def test_close_with_a_timeout_returns_in_time_while_the_broker_hangs(broker, topic):
+    """close(timeout_ms) keeps to its timeout with a request in flight to a broker that does
+    not answer (it waited 5 s more for the sender thread), and the unanswered record fails
+    with IllegalStateError."""
+    with Admin(broker.address) as admin:
+        admin.create_topic(topic)
+    producer = Producer(broker.address, linger_ms=0)
+    producer.send(topic, b"warm").result(10)
+    os.kill(broker.pid, signal.SIGSTOP)  # our own broker subprocess, resumed below
+    try:
+        future = producer.send(topic, b"unanswered")
+        deadline = time.monotonic() + 10
+        while producer._sender._blocking_since is None:  # the request is in flight
+            assert time.monotonic() < deadline, "the record was never sent"
+            time.sleep(0.005)  # polling interval
+        started = time.monotonic()
+        producer.close(timeout_ms=300)
+        assert time.monotonic() - started < 3  # the timeout and the sender noticing, not 5 s more
+        with pytest.raises(IllegalStateError):
+            future.result(1)
+    finally:
+        os.kill(broker.pid, signal.SIGCONT)
