@@ -203,10 +203,10 @@ def test_tombstones_stay_for_delete_retention_ms_then_go(tmp_path):
     log.close()
 
 
-def test_a_tombstone_at_the_end_of_the_log_stays_so_reads_never_stall(tmp_path):
-    """When the log's last record is an expired tombstone it is kept, so a read at every
-    offset below the high watermark returns a batch (no trailing gap)."""
-    log = open_log(tmp_path / "p")
+def _log_ending_in_an_expired_tombstone(directory: Path) -> tuple[PartitionLog, LogCleaner, CompactionPolicy]:
+    """30 versions of 3 keys then a tombstone, cleaned twice (the tombstone is past the
+    horizon at the second pass): the log, its cleaner and the policy."""
+    log = open_log(directory)
     for i in range(30):
         log.append(codec.encode_batch([(NOW_MS, b"k%d" % (i % 3), b"v%d" % i, None)]))
     log.append(codec.encode_batch([(NOW_MS, b"k0", None, None)]))
@@ -214,7 +214,14 @@ def test_a_tombstone_at_the_end_of_the_log_stays_so_reads_never_stall(tmp_path):
     cleaner = LogCleaner(FAST)
     policy = CompactionPolicy(0, 0, 0.0)
     cleaner.clean(log, policy, NOW_MS)
-    cleaner.clean(log, policy, NOW_MS + 1)  # the tombstone is past the horizon now
+    cleaner.clean(log, policy, NOW_MS + 1)
+    return log, cleaner, policy
+
+
+def test_a_tombstone_at_the_end_of_the_log_stays_so_reads_never_stall(tmp_path):
+    """When the log's last record is an expired tombstone it is kept, so a read at every
+    offset below the high watermark returns a batch (no trailing gap)."""
+    log, cleaner, policy = _log_ending_in_an_expired_tombstone(tmp_path / "p")  # the tombstone is past the horizon now
     assert [(r.key, r.value) for r in read_all(log)] == [(b"k1", b"v28"), (b"k2", b"v29"), (b"k0", None)]
     for offset in range(log.high_watermark):
         assert log.read(offset, 100), offset
@@ -225,15 +232,7 @@ def test_a_tombstone_kept_as_the_last_record_starts_no_pass_until_records_follow
     """An expired tombstone kept only because it is the log's last record is not one to
     come back for: later checks start no pass (each used to re-read the whole partition
     and remove nothing); once records follow it, a dirty pass removes it."""
-    log = open_log(tmp_path / "p")
-    for i in range(30):
-        log.append(codec.encode_batch([(NOW_MS, b"k%d" % (i % 3), b"v%d" % i, None)]))
-    log.append(codec.encode_batch([(NOW_MS, b"k0", None, None)]))
-    log.roll()
-    cleaner = LogCleaner(FAST)
-    policy = CompactionPolicy(0, 0, 0.0)
-    cleaner.clean(log, policy, NOW_MS)
-    cleaner.clean(log, policy, NOW_MS + 1)
+    log, cleaner, policy = _log_ending_in_an_expired_tombstone(tmp_path / "p")
     assert [cleaner.clean(log, policy, NOW_MS + t).passes for t in range(2, 6)] == [0, 0, 0, 0]
     log.append(codec.encode_batch([(NOW_MS, b"k1", b"later", None)]))
     log.roll()
