@@ -110,6 +110,10 @@ class PartitionLog:
         self._flushing = False
         self._failure: BaseException | None = None
         self._closed = False
+        # Set when a segment swap failed midway: the segment list no longer matches the
+        # files, so reads are refused (a retriable StorageError) until a reopen finishes
+        # or rolls back the swap; they returned errors or nothing below the high watermark.
+        self._reads_refused: str | None = None
         self._truncations = 0  # bumped by truncate_to; a read that saw it change retries
         self._recovery_checkpoint_interval_ms = recovery_checkpoint_interval_ms
         self._last_checkpoint_ms = clock_ms()
@@ -571,8 +575,11 @@ class PartitionLog:
                              segment._offset_index, segment._time_index)
 
     def _check_open_locked(self) -> None:
+        """Before a read: the log is open and its segment list matches its files."""
         if self._closed:
             raise LogClosedError(f"{self.directory} is closed")
+        if self._reads_refused is not None:
+            raise StorageError(self._reads_refused)
 
     def _active_locked(self, *, touch: bool = True) -> Segment:
         """The active segment with its file open (reopened if it was parked); ``touch``:
@@ -735,6 +742,8 @@ class PartitionLog:
                 commit_swap(self._fs, self.directory, doomed, cleaned)
             except Exception as exc:
                 self._fail_locked(exc)
+                self._reads_refused = (f"{self.directory}: a segment swap failed ({exc}); reads resume once the "
+                                       f"broker restarts, which finishes the swap")
                 raise LogFailedError(f"{self.directory}: segment swap failed: {exc}") from exc
             self._segments.replace_locked(i, len(old), cleaned, self._config.index_interval_bytes)
             return True

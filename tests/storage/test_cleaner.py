@@ -22,6 +22,7 @@ from logd.storage import (
     LogFailedError,
     OffsetMap,
     PartitionLog,
+    StorageError,
 )
 from logd.storage import swap
 from logd.storage.cleaner import (
@@ -453,15 +454,18 @@ def test_crash_at_each_swap_step_leaves_old_or_new_segments(tmp_path, point, mon
     reopened.close()
 
 
-def test_a_failed_swap_fails_the_log(tmp_path, monkeypatch):
-    """An I/O error after the commit point fails the log (sticky); reopening finishes the swap."""
+@pytest.mark.parametrize("point", ["old_segment_deleted", "old_segments_deleted", "log_renamed", "swap_done"])
+def test_a_failed_swap_fails_the_log(tmp_path, monkeypatch, point):
+    """An I/O error after the commit point fails the log (sticky) and refuses reads with a
+    retriable StorageError (they failed with FileNotFoundError or returned nothing below
+    the high watermark); reopening finishes the swap."""
     log = open_log(tmp_path / "p")
     write_versions(log, random.Random(11), 80)
     log.roll()
     latest = latest_by_key(read_all(log))
 
     def hook(name: str) -> None:
-        if name == "old_segments_deleted":
+        if name == point:
             raise OSError(5, "injected")
 
     monkeypatch.setattr(swap, "crash_hook", hook)
@@ -471,6 +475,9 @@ def test_a_failed_swap_fails_the_log(tmp_path, monkeypatch):
     assert log.failed
     with pytest.raises(LogFailedError):
         log.append(codec.encode_batch([(NOW_MS, b"k", b"v", None)]))
+    for offset in (0, log.high_watermark - 1):
+        with pytest.raises(StorageError, match="segment swap failed"):
+            log.read(offset, 1 << 20)
     recovered = open_log(tmp_path / "p")
     assert latest_by_key(read_all(recovered)) == latest
     recovered.close()
