@@ -408,8 +408,7 @@ class Fetcher(threading.Thread):
     def _has_work_locked(self, now: float) -> bool:
         if len(self.buffer) >= self._max_buffered:
             return False
-        return any((s.reset_to is not None or s.fetchable) and s.retry_at <= now
-                   for s in self._subs.assignment.values())
+        return any(s.wants_fetcher and s.retry_at <= now for s in self._subs.assignment.values())
 
     def _on_failure(self, error: LogdError | None) -> None:
         pause = backoff_s(self._failures, self._retry_backoff_ms, 1000)
@@ -489,7 +488,7 @@ class Fetcher(threading.Thread):
                 state.log_start_offset = data.log_start_offset
                 if error is None:
                     if state.retries:
-                        state.retry_at, state.retries = 0.0, 0
+                        state.clear_backoff()
                     if batches:
                         completed.append(CompletedFetch(tp, epoch, batches))
                         state.fetch_position = next_offset

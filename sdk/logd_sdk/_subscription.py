@@ -67,23 +67,31 @@ class PartitionState:
         self.retry_at = now + backoff_s(self.retries, backoff_ms, MAX_PARTITION_BACKOFF_MS)
         self.retries += 1
 
+    def clear_backoff(self) -> None:
+        self.retry_at, self.retries = 0.0, 0
+
     @property
     def fetchable(self) -> bool:
         return self.fetch_position is not None and self.reset_to is None and self.error is None
+
+    @property
+    def wants_fetcher(self) -> bool:
+        """A position to look up or data to fetch (backing off or not)."""
+        return self.reset_to is not None or self.fetchable
 
     def seek(self, offset: int) -> None:
         self.position = self.fetch_position = offset
         self.reset_to = None
         self.error = None
         self.epoch = next(_epochs)
-        self.retry_at, self.retries = 0.0, 0
+        self.clear_backoff()
 
     def request_reset(self, strategy: str) -> None:
         self.position = self.fetch_position = None
         self.reset_to = strategy
         self.error = None
         self.epoch = next(_epochs)
-        self.retry_at, self.retries = 0.0, 0
+        self.clear_backoff()
 
 
 class SubscriptionState:
@@ -194,8 +202,7 @@ class SubscriptionState:
 
     def next_retry_at(self) -> float | None:
         """When the first partition backing off may be fetched or looked up again."""
-        return min((s.retry_at for s in self.assignment.values()
-                    if s.retry_at and (s.fetchable or s.reset_to is not None)), default=None)
+        return min((s.retry_at for s in self.assignment.values() if s.retry_at and s.wants_fetcher), default=None)
 
     def first_error(self) -> tuple[TopicPartition, LogdError] | None:
         for tp, state in self.assignment.items():
