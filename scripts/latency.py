@@ -2,11 +2,14 @@
 """End-to-end latency through the logd SDK at a fixed rate: send() to poll() returning it.
 
     python scripts/latency.py [--rate 5000] [--seconds 10] [--partitions 1] [--linger-ms 1]
-                              [--warmup-s 1] [--bootstrap HOST:PORT] [--json] [--dump FILE]
+                              [--warmup-s 1] [--bootstrap HOST:PORT] [--consumer-process]
+                              [--json] [--dump FILE]
 
 Starts its own broker (``bench_common.local_broker``, as ``scripts/bench.py`` does) unless
 ``--bootstrap`` is given, creates a topic, starts a consumer thread (``assign`` + ``poll``)
-and then, from the main thread, sends record i when it comes due (i / rate seconds after
+(``--consumer-process``: a process of its own, as producer and consumer are usually
+deployed; in one process they share one GIL, which adds to each other's tail) and then,
+from the main thread, sends record i when it comes due (i / rate seconds after
 the start; every record due is sent at each wake-up), noting ``perf_counter()`` just before
 ``send``. The value starts with the record's index (8 bytes), so the consumer matches each
 record to its send time whatever partition it took. Keys come from 10,000 users, values
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import struct
 import sys
 import threading
@@ -72,39 +76,75 @@ def fsync_summary(before: list[tuple[float, float]], after: list[tuple[float, fl
             "max_le_ms": bound_ms(1.0)}
 
 
+def consume(address: str, topic: str, partitions: int, count: int, received, arrived, ready, done) -> None:
+    """Poll until ``count`` records arrived (``arrived.value``) or ``done`` is set, noting
+    each record's arrival time (``perf_counter``) at its index in ``received``. Runs in a
+    thread, or in a process of its own (``--consumer-process``: then ``received`` and
+    ``arrived`` are shared memory, and ``perf_counter``, CLOCK_MONOTONIC on Linux, is
+    the same clock in both processes)."""
+    perf = time.perf_counter
+    unpack = _INDEX.unpack_from
+    consumer = Consumer(address, auto_offset_reset="earliest", enable_auto_commit=False)
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
+        ready.set()
+        while arrived.value < count and not done.is_set():
+            records = consumer.poll(timeout_ms=200, max_records=10_000)
+            now = perf()
+            for record in records:
+                received[unpack(record.value)[0]] = now
+            arrived.value += len(records)
+    finally:
+        consumer.close()
+
+
+class _Count:
+    value = 0
+
+
 def run(address: str, topic: str, partitions: int, rate: float, seconds: float, linger_ms: float,
-        warmup_s: float, dump: str | None = None) -> dict:
+        warmup_s: float, dump: str | None = None, consumer_process: bool = False) -> dict:
     count = max(1, int(rate * seconds))
     keys = [b"user-%05d" % (i % USERS) for i in range(count)]
     pool = make_values(min(count, 4096), 100)
     values = [_INDEX.pack(i) + pool[i % len(pool)] for i in range(count)]
     sent = [0.0] * count
-    received = [0.0] * count
     acked = [0.0] * count
-    state = {"received": 0, "error": None}
-    done = threading.Event()
+    args = (address, topic, partitions, count)
+    if consumer_process:
+        spawn = multiprocessing.get_context("spawn")  # no fork of a process with gRPC threads
+        received, arrived = spawn.Array("d", count, lock=False), spawn.Value("q", 0, lock=False)
+        ready, done = spawn.Event(), spawn.Event()
+        worker = spawn.Process(target=consume, args=(*args, received, arrived, ready, done),
+                               name="latency-consumer", daemon=True)
 
-    consumer = Consumer(address, auto_offset_reset="earliest", enable_auto_commit=False)
-    consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
+        def failure() -> BaseException | None:
+            if worker.exitcode in (None, 0):
+                return None
+            return SystemExit(f"the consumer process exited with {worker.exitcode}")
+    else:
+        received, arrived, ready, done = [0.0] * count, _Count(), threading.Event(), threading.Event()
+        errors: list[BaseException] = []
 
-    def consume() -> None:
-        perf = time.perf_counter
-        unpack = _INDEX.unpack_from
-        try:
-            while state["received"] < count and not done.is_set():
-                records = consumer.poll(timeout_ms=200, max_records=10_000)
-                now = perf()
-                for record in records:
-                    received[unpack(record.value)[0]] = now
-                state["received"] += len(records)
-        except BaseException as exc:  # reported by the main thread
-            state["error"] = exc
+        def consume_in_thread() -> None:
+            try:
+                consume(*args, received, arrived, ready, done)
+            except BaseException as exc:  # reported by the main thread
+                errors.append(exc)
+                ready.set()
 
-    thread = threading.Thread(target=consume, name="latency-consumer", daemon=True)
+        worker = threading.Thread(target=consume_in_thread, name="latency-consumer", daemon=True)
+
+        def failure() -> BaseException | None:
+            return errors[0] if errors else None
+    worker.start()
+    if not ready.wait(30) or failure() is not None:
+        done.set()
+        raise failure() or SystemExit("the consumer did not start within 30 s")
+
     try:
         with Producer(address, linger_ms=linger_ms) as producer:
             producer.partitions_for(topic)  # metadata outside the measurement
-            thread.start()
             perf = time.perf_counter
             send = producer.send
             started = perf()
@@ -122,16 +162,15 @@ def run(address: str, topic: str, partitions: int, rate: float, seconds: float, 
                 next_index = due
             producer.flush()
             deadline = time.monotonic() + 30
-            while state["received"] < count and state["error"] is None and time.monotonic() < deadline:
-                thread.join(0.05)
+            while arrived.value < count and failure() is None and time.monotonic() < deadline:
+                worker.join(0.05)
     finally:
         done.set()
-        thread.join(5)
-        consumer.close()
-    if state["error"] is not None:
-        raise state["error"]
-    if state["received"] < count:
-        raise SystemExit(f"only {state['received']} of {count} records arrived")
+        worker.join(5)
+    if failure() is not None:
+        raise failure()
+    if arrived.value < count:
+        raise SystemExit(f"only {arrived.value} of {count} records arrived")
     first = min(count - 1, int(rate * warmup_s))
     e2e = [received[i] - sent[i] for i in range(first, count)]
     ack = [acked[i] - sent[i] for i in range(first, count) if acked[i]]
@@ -141,7 +180,7 @@ def run(address: str, topic: str, partitions: int, rate: float, seconds: float, 
                 out.write(f"{sent[i] - sent[0]:.6f} {(received[i] - sent[i]) * 1000:.3f} "
                           f"{((acked[i] - sent[i]) * 1000) if acked[i] else float('nan'):.3f}\n")
     return {"rate": rate, "seconds": seconds, "partitions": partitions, "linger_ms": linger_ms,
-            "records": count, "measured": count - first,
+            "consumer_process": consumer_process, "records": count, "measured": count - first,
             "e2e_ms": percentiles_ms(e2e), "ack_ms": percentiles_ms(ack)}
 
 
@@ -154,6 +193,8 @@ def main() -> int:
     parser.add_argument("--warmup-s", type=float, default=1.0)
     parser.add_argument("--bootstrap", default=None, help="use this broker instead of starting one")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    parser.add_argument("--consumer-process", action="store_true",
+                        help="consume in a process of its own (as deployed) instead of a thread beside the producer")
     parser.add_argument("--dump", default=None, help="write 'send_time_s e2e_ms ack_ms' per record to this file")
     args = parser.parse_args()
 
@@ -162,13 +203,13 @@ def main() -> int:
         before = fsync_buckets(broker.metrics_url) if broker.metrics_url else []
         with WakeupProbe() as host:
             figures = run(broker.address, topic, args.partitions, args.rate, args.seconds, args.linger_ms,
-                          args.warmup_s, args.dump)
+                          args.warmup_s, args.dump, args.consumer_process)
         figures["host_wakeup_late_ms"] = host.result
         if broker.metrics_url:
             figures["broker_fsync"] = fsync_summary(before, fsync_buckets(broker.metrics_url))
     e2e, ack = figures["e2e_ms"], figures["ack_ms"]
     print(f"{figures['measured']:,} records at {args.rate:,.0f} rec/s, {args.partitions} partition(s), "
-          f"linger {args.linger_ms} ms")
+          f"linger {args.linger_ms} ms, consumer in {'its own process' if args.consumer_process else 'a thread'}")
     print(f"end-to-end ms: p50 {e2e['p50']}  p99 {e2e['p99']}  p99.9 {e2e['p999']}  max {e2e['max']}")
     print(f"ack ms:        p50 {ack['p50']}  p99 {ack['p99']}  p99.9 {ack['p999']}  max {ack['max']}")
     if "broker_fsync" in figures:
