@@ -608,16 +608,26 @@ class PartitionLog:
 
     def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the first visible record with timestamp >= ``timestamp_ms``
-        at or after the log start offset, or None."""
-        with self._lock:
-            self._check_open_locked()
-            candidates = [s for s in self._segments if s.max_timestamp_ms >= timestamp_ms]
-        for segment in candidates:
+        at or after the log start offset, or None.
+
+        Walks the segments by offset, finding each under the lock when it gets there (as
+        reads do), not from a list taken at the start: a compaction swap meanwhile deletes
+        the segments it replaces, and the cleaned segment was in no such list, so its
+        records were skipped and a later segment's offset returned. Rescanning part of a
+        cleaned segment is harmless: its records are a subset of those already passed
+        over, with the same timestamps."""
+        after = None  # the base offset of the next segment to look at; None: the first
+        while True:
             with self._lock:
                 self._check_open_locked()
-                if segment.deleted:
-                    continue
-                view = self._pin_locked(self._segments.index(segment))
+                segments = self._segments
+                i = 0 if after is None else max(segments.index_for(after), 0)
+                while i < len(segments) and segments[i].max_timestamp_ms < timestamp_ms:
+                    i += 1
+                if i == len(segments):
+                    return None
+                view = self._pin_locked(i)
+                after = segments.base_offset_after(i)
                 log_start, high_watermark = self._log_start_offset, self._high_watermark
                 if view.is_active:
                     position = time_hint(view, timestamp_ms, log_start)
@@ -627,9 +637,8 @@ class PartitionLog:
                 found = scan_for_timestamp(self._fs, view, position, timestamp_ms, log_start, high_watermark)
             finally:
                 view.release()
-            if found is not None:
+            if found is not None or after is None:
                 return found
-        return None
 
     def wait_for_data(self, offset: int, timeout_s: float) -> bool:
         """Block until the high watermark is > ``offset`` (True) or the timeout (False)."""

@@ -558,3 +558,50 @@ def test_a_reader_pinned_across_a_swap_reads_the_old_segment_with_its_own_indexe
     finally:
         view.release()
         log.close()
+
+
+class _LockThatRunsOnRelease:
+    """Stands in for a log's lock: runs ``after_release`` once, right after the next
+    release (the moment between two of a caller's lock holds)."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.after_release = inner, None
+
+    def acquire(self, *args, **kwargs) -> bool:
+        return self.inner.acquire(*args, **kwargs)
+
+    def release(self) -> None:
+        self.inner.release()
+        hook, self.after_release = self.after_release, None
+        if hook is not None:
+            hook()
+
+    __enter__ = acquire
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
+
+def test_a_time_lookup_racing_a_swap_finds_the_record_in_the_cleaned_segment(tmp_path):
+    """The lookup used to list its candidate segments once: a swap right after deleted the
+    segments it replaced and the cleaned one was not listed, so the lookup skipped to a
+    later segment's record (offset 10 here instead of 5)."""
+    log = open_log(tmp_path / "p")
+    for i in range(10):  # segment [0, 10): k0..k9 at NOW+0..9
+        log.append(codec.encode_batch([(NOW_MS + i, b"k%d" % i, b"v%d" % i, None)]))
+    log.roll()
+    for i in range(5):  # segment [10, 15): new versions of k0..k4
+        log.append(codec.encode_batch([(NOW_MS + 100 + i, b"k%d" % i, b"w%d" % i, None)]))
+    log.roll()
+    log.append(codec.encode_batch([(NOW_MS + 200, b"z", b"z", None)]))
+    cleaned = []
+    lock = _LockThatRunsOnRelease(log._lock)
+    lock.after_release = lambda: cleaned.append(LogCleaner(FAST).clean(log, EAGER, NOW_MS + 1000).segments_cleaned)
+    log._lock = lock
+    try:
+        assert log.offset_for_timestamp(NOW_MS + 5) == (5, NOW_MS + 5)
+    finally:
+        log._lock = lock.inner
+    assert cleaned == [1]  # the swap did happen between the lookup's lock holds
+    assert log.offset_for_timestamp(NOW_MS + 5) == (5, NOW_MS + 5)
+    log.close()
