@@ -54,7 +54,9 @@ class SegmentInfo:
 
     ``next_offset`` is the offset after the segment's last batch (the next segment's base
     offset, or the log end offset for the active one); ``max_timestamp_ms`` is -1 when the
-    segment holds no batch.
+    segment holds no batch or only records without a timestamp (-1). ``last_modified_ms``
+    is the log file's modification time when ``max_timestamp_ms`` is -1 but the segment
+    holds data (retention then ages it by that, as Kafka does), else -1.
     """
 
     base_offset: int
@@ -64,3 +66,4 @@ class SegmentInfo:
     path: Path
     is_active: bool
     created_ms: int
+    last_modified_ms: int = -1

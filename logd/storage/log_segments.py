@@ -15,6 +15,7 @@ its lock held (the ``*_locked`` ones change the segments or their files).
 from __future__ import annotations
 
 import logging
+import os
 from bisect import bisect_right
 from collections import OrderedDict
 from pathlib import Path
@@ -89,11 +90,18 @@ class LogSegments:
 
     def info(self, segment: Segment, log_end_offset: int) -> SegmentInfo:
         is_active = segment is self._segments[-1]
+        last_modified_ms = -1
+        if segment.max_timestamp_ms < 0 and segment.size > 0:  # records without timestamps
+            try:
+                last_modified_ms = os.stat(segment.log_path).st_mtime_ns // 1_000_000
+            except OSError:
+                pass  # deleted meanwhile: it goes anyway
         return SegmentInfo(
             base_offset=segment.base_offset, size_bytes=segment.size,
             max_timestamp_ms=segment.max_timestamp_ms,
             next_offset=log_end_offset if is_active else segment.next_offset,
             path=segment.log_path, is_active=is_active, created_ms=segment.created_ms,
+            last_modified_ms=last_modified_ms,
         )
 
     def find_run(self, old: Sequence[SegmentInfo], cleaned: CleanedSegment, log_end_offset: int) -> int:

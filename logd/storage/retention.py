@@ -5,7 +5,9 @@ Kafka's rules (``UnifiedLog.deleteRetentionMsBreachedSegments`` and
 
 - ``retention.ms`` (-1: forever): a segment goes when its newest record is older than
   ``retention.ms`` (``now - max_timestamp_ms > retention_ms``; a segment without records
-  counts as expired). Deletion stops at the first segment that must stay.
+  counts as expired; one whose records all lack a timestamp (-1, which a raw gRPC client
+  may send) is aged by its file's modification time, as Kafka does, not deleted at once).
+  Deletion stops at the first segment that must stay.
 - ``retention.bytes`` (-1: no limit): the oldest segments go while the partition would
   still hold at least ``retention.bytes`` without them.
 
@@ -50,7 +52,8 @@ class RetentionDecision:
 def expired_by_time(segment: SegmentInfo, now_ms: int, retention_ms: int) -> bool:
     if retention_ms < 0:
         return False
-    return segment.max_timestamp_ms < 0 or now_ms - segment.max_timestamp_ms > retention_ms
+    newest_ms = segment.max_timestamp_ms if segment.max_timestamp_ms >= 0 else segment.last_modified_ms
+    return newest_ms < 0 or now_ms - newest_ms > retention_ms
 
 
 def plan_retention(segments: Sequence[SegmentInfo], *, now_ms: int, retention_ms: int,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -270,3 +271,21 @@ def test_batch_helper_values_name_offsets():
     # Guards the reader's check above: make_batch's values start with "v<offset>-".
     records = records_of(codec.with_base_offset(make_batch(5, 2), 5))
     assert [r.value[:3] for r in records] == [b"v5-", b"v6-"]
+
+
+def test_records_without_timestamps_age_by_the_segment_files_modification_time(tmp_path):
+    """Records stamped -1 (a raw gRPC client may send them) used to make their segments
+    expire at the first check, active one included; they now age by the file's mtime."""
+    log = open_log(tmp_path / "p")
+    for _ in range(30):
+        log.append(codec.encode_batch([(-1, None, b"v" * 40, None)] * 3))
+    assert len(log.segments()) > 2 and all(s.max_timestamp_ms == -1 for s in log.segments())
+    now_ms = time.time_ns() // 1_000_000
+    kept = enforce_retention(log, now_ms=now_ms, retention_ms=HOUR_MS, retention_bytes=-1)
+    assert (kept.segments_deleted, log.log_start_offset) == (0, 0)
+    first, second = log.segments()[:2]
+    for segment in (first, second):  # written two hours ago, as far as the file system knows
+        os.utime(segment.path, ns=(time.time_ns() - 2 * HOUR_MS * 1_000_000,) * 2)
+    expired = enforce_retention(log, now_ms=now_ms, retention_ms=HOUR_MS, retention_bytes=-1)
+    assert (expired.segments_deleted, log.log_start_offset) == (2, second.next_offset)
+    log.close()
