@@ -14,8 +14,9 @@ without a restart:
    and fetch keep their latency.
 
 A partition whose log is closed or failed is skipped; one that raises is logged and
-retried at the next check, except a corrupt batch, which marks it uncleanable until the
-broker restarts (Kafka does the same) so that the log is not flooded.
+retried at the next check, except a corrupt batch, which marks its log uncleanable until
+the broker restarts (Kafka does the same) so that the log is not flooded; a topic
+deleted and created again gets a new log, cleanable again.
 
 Counters (``stats_snapshot()``): segments deleted and bytes reclaimed by retention and
 by compaction, records removed by compaction, cleaner passes and their total duration,
@@ -30,10 +31,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from dataclasses import dataclass, fields
 from typing import Callable
 
-from logd.storage import LogClosedError, LogFailedError
+from logd.storage import LogClosedError, LogFailedError, PartitionLog
 from logd.storage.cleaner import CleanerConfig, CleanerStoppedError, CompactionPolicy, LogCleaner
 from logd.storage.retention import enforce_retention, should_roll
 from logd_sdk import codec
@@ -82,7 +84,9 @@ class LogCleanerTask:
         self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
         self._stop_event = threading.Event()
         self._cleaner = LogCleaner(cleaner_config, stop_event=self._stop_event)
-        self._uncleanable: set[str] = set()
+        # Logs with a corrupt batch. By log object, not path: a topic deleted and created
+        # again under the same name has a new, cleanable log in the same directory.
+        self._uncleanable: weakref.WeakSet[PartitionLog] = weakref.WeakSet()
         self._thread: threading.Thread | None = None
         self._checked = threading.Condition()
 
@@ -133,7 +137,7 @@ class LogCleanerTask:
                 self._count(segments_rolled=1)
             if config.delete:
                 self._enforce_retention(partition, config.retention_ms, config.retention_bytes, now_ms)
-            if config.compact and str(partition_log.directory) not in self._uncleanable:
+            if config.compact and partition_log not in self._uncleanable:
                 policy = CompactionPolicy(config.min_compaction_lag_ms, config.delete_retention_ms,
                                           config.min_cleanable_dirty_ratio)
                 self._compact(partition, policy, now_ms)
@@ -142,7 +146,7 @@ class LogCleanerTask:
         except codec.CorruptBatchError as exc:
             log.error("%s: corrupt batch, compaction of this partition disabled until restart: %s",
                       partition, exc)
-            self._uncleanable.add(str(partition_log.directory))
+            self._uncleanable.add(partition_log)
             self._count(errors=1)
         except CleanerStoppedError:
             raise
