@@ -347,8 +347,18 @@ class PartitionLog:
             self._check_writable_locked()
 
     def _await_durable_locked(self, offset: int) -> None:
-        """Group commit: return once every offset below ``offset`` is durable."""
-        while self._durable_offset < offset:
+        """Group commit: return once every offset below ``offset`` is durable.
+
+        Raises StorageError if ``truncate_to`` cut the log below ``offset`` meanwhile: the
+        awaited records are gone (the wait used to lead fsyncs in a loop that could never
+        reach ``offset``, then acknowledge whatever other appends refilled those offsets).
+        A truncation between ``append_unflushed`` and ``wait_durable`` is caught only while
+        the log end stays below ``offset``; the broker never truncates."""
+        truncations = self._truncations
+        while self._durable_offset < offset or self._truncations != truncations:
+            if self._truncations != truncations or offset > self._log_end_offset:
+                raise StorageError(f"{self.directory}: the log was truncated below offset {offset} "
+                                   f"before that offset was durable")
             if self._failure is not None:
                 raise LogFailedError(f"{self.directory}: an earlier write or fsync failed") from self._failure
             if self._closed:

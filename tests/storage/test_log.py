@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from logd_sdk import codec
-from logd.storage import LogClosedError, LogConfig, OffsetOutOfRangeError, PartitionLog
+from logd.storage import LogClosedError, LogConfig, OffsetOutOfRangeError, PartitionLog, StorageError
 
 from .helpers import TINY, make_batch, read_all, records_of, values_by_offset
 
@@ -164,6 +164,20 @@ def test_truncate_to(tmp_path):
     assert [r.offset for r in read_all(log)] == list(range(22))
     log.truncate_to(0)
     assert (log.log_start_offset, log.log_end_offset, log.size_bytes) == (0, 0, 0)
+    log.close()
+
+
+def test_a_wait_for_records_truncated_before_they_were_durable_fails(tmp_path):
+    """It used to lead fsyncs in a loop that could never reach the offset (thousands a
+    second), then acknowledge the records that other appends put at those offsets."""
+    log = open_log(tmp_path / "p", flush_policy="group")
+    log.append(make_batch(0, 1))
+    gone = log.append_unflushed(make_batch(1, 1))
+    log.truncate_to(1)
+    with pytest.raises(StorageError, match="truncated below offset 2"):
+        log.wait_durable(gone.last_offset + 1)
+    refill = log.append(make_batch(1, 1))  # the log goes on
+    assert (refill.base_offset, log.high_watermark) == (1, 2)
     log.close()
 
 
