@@ -3,8 +3,9 @@
 Start-up: bind the listen address, start serving with health NOT_SERVING (requests get
 UNAVAILABLE meanwhile), open the broker (recovering every log), then report SERVING.
 Shutdown (``stop``; SIGTERM/SIGINT in ``serve``): health NOT_SERVING, stop accepting
-RPCs, wake long-polling fetches so they answer at once, let in-flight RPCs finish
-within the grace period, then close the logs cleanly (flush, clean-shutdown marker).
+RPCs, wake long-polling fetches and end open streams (produce, fetch, health watches,
+which hear NOT_SERVING first) so they answer at once, let in-flight RPCs finish within
+the grace period, then close the logs cleanly (flush, clean-shutdown marker).
 
 Services: logd.v1 TopicService and LogService, grpc.health.v1.Health, server reflection;
 logd.v1 GroupService (its coordinator attached once the broker has recovered).
@@ -101,7 +102,7 @@ class BrokerServer:
         self.port: int = 0
         self._max_workers = max_workers
         self._server: grpc.Server | None = None
-        self._health = health.HealthServicer()
+        self._health = _HealthServicer()
         self._service_names: list[str] = list(SERVICE_NAMES)
         self._extensions: list[object] = [self.log_cleaner]
         self._stopped = False
@@ -176,6 +177,7 @@ class BrokerServer:
         self._stopped = True
         self._stop_watch.set()
         self._health.enter_graceful_shutdown()
+        self._health.end_watches()  # else each open Watch holds the stop for the whole grace period
         stopped = self._server.stop(self.grace_s if grace_s is None else grace_s)
         self.broker.begin_shutdown()
         self._log_servicer.end_streams()
@@ -228,6 +230,19 @@ class BrokerServer:
         servicer = groups.add_to_server(server)
         self._service_names.append("logd.v1.GroupService")
         self._extensions.append(groups.GroupServiceExtension(servicer, lambda: groups.coordinator_for_broker(self.broker)))
+
+
+class _HealthServicer(health.HealthServicer):
+    """grpcio's health servicer, whose Watch streams can be ended (at shutdown)."""
+
+    def end_watches(self) -> None:
+        """End every open Watch stream, after the status it has yet to send: a response
+        callback given None ends its stream (grpcio's own idiom for a closing watch)."""
+        with self._lock:
+            callbacks = [callback for per_service in self._send_response_callbacks.values()
+                         for callback in per_service]
+        for callback in callbacks:
+            callback(None)
 
 
 def serve(data_dir: Path, listen: str = "127.0.0.1:7070", *, flush_policy: str = "group",

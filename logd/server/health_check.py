@@ -26,6 +26,8 @@ def check_health(address: str, service: str = "", timeout_ms: int = 3000) -> str
         try:
             response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_ms / 1000)
         except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:  # the broker answered: no such service
+                return "SERVICE_UNKNOWN"
             return f"UNREACHABLE: {exc.code().name} {exc.details() or ''}".rstrip()
     return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 

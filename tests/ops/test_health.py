@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -57,6 +58,7 @@ def test_not_serving_until_recovery_is_done(tmp_path):
         starter.join(20)
         assert _health_status(address) == SERVING
         assert health_main([address]) == 0
+        assert check_health(address, "no.such.Service") == "SERVICE_UNKNOWN"  # answered, not unreachable
         assert value(scrape(server.metrics_address), "logd_broker_serving") == 1
     finally:
         may_finish.set()
@@ -66,28 +68,28 @@ def test_not_serving_until_recovery_is_done(tmp_path):
 
 
 def test_not_serving_while_shutting_down(tmp_path):
-    """A health watcher sees NOT_SERVING as soon as stop() begins, before the server goes away."""
+    """A health watcher sees NOT_SERVING as soon as stop() begins, then the server ends its
+    stream (an open watch used to hold the stop for the whole grace period)."""
     server = BrokerServer(tmp_path / "data", "127.0.0.1:0", grace_s=2.0).start()
     channel = grpc.insecure_channel(server.address)
     statuses: list[int] = []
     watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=20)
 
     def read_watch():
-        try:
-            for response in watch:
-                statuses.append(response.status)
-                if response.status == NOT_SERVING:
-                    watch.cancel()  # (an open stream would hold stop() for its whole grace period)
-        except grpc.RpcError:
-            pass  # the server went away
+        for response in watch:  # until the server ends the stream (an error fails the test)
+            statuses.append(response.status)
 
     reader = threading.Thread(target=read_watch)
     reader.start()
     try:
         wait_until(lambda: statuses == [SERVING], what="SERVING on the watch")
-        server.stop()
+        started = time.monotonic()
+        server.stop(grace_s=30)
+        # The watch hears NOT_SERVING, then the server ends it: it no longer holds the
+        # stop for the whole grace period.
+        assert time.monotonic() - started < 15
         reader.join(20)
-        assert statuses[:2] == [SERVING, NOT_SERVING]
+        assert statuses == [SERVING, NOT_SERVING]
     finally:
         watch.cancel()
         channel.close()
