@@ -44,6 +44,4 @@ def serve(
     if print_config:
         typer.echo(render_config(settings), nl=False)
         raise typer.Exit(0)
-    for warning in settings.warnings:
-        typer.echo(f"logd: warning: {warning}", err=True)
-    raise typer.Exit(run_broker(**settings.serve_kwargs()))
+    raise typer.Exit(run_broker(**settings.serve_kwargs()))  # logs settings.warnings

@@ -29,7 +29,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -249,16 +249,19 @@ def serve(data_dir: Path, listen: str = "127.0.0.1:7070", *, flush_policy: str =
           retention_check_interval_ms: int = 5000, log_level: str = "INFO", log_format: str = "text",
           metrics_listen: str | None = None, topic_defaults: Mapping[str, str] | None = None,
           producer_id_expiration_ms: int = DEFAULT_PRODUCER_ID_EXPIRATION_MS,
-          ready_callback: Callable[[str], None] | None = None) -> int:
+          warnings: Sequence[str] = (), ready_callback: Callable[[str], None] | None = None) -> int:
     """Run a broker until SIGTERM or SIGINT, then shut down gracefully.
 
     Returns the process exit code: 0 after a graceful shutdown, 1 when the broker could
     not start (address in use, data directory locked or unreadable; one error line is
     logged). ``ready_callback(address)`` is called with the bound ``host:port`` once the
     broker serves. Signal handlers are installed only when called from the main thread.
-    The arguments are ``logd.server.config.ServerConfig.serve_kwargs()``.
+    The arguments are ``logd.server.config.ServerConfig.serve_kwargs()``; its ``warnings``
+    (unknown ``LOGD_*`` variables) are logged once logging is set up, in its format.
     """
     configure_logging(log_level, log_format)
+    for warning in warnings:
+        log.warning("%s", warning)
     raise_open_file_limit()  # one open log file per partition
     stop_requested = threading.Event()
     previous = _install_signal_handlers(lambda signum, frame: stop_requested.set())

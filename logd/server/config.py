@@ -64,8 +64,9 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("text", "json")
 ENV_PREFIX = "LOGD_"
 CONFIG_ENV = "LOGD_CONFIG"
-#: LOGD_* variables that belong to the CLI's client commands, not to ``serve``.
-CLIENT_ENV = frozenset({"LOGD_BOOTSTRAP"})
+#: LOGD_* variables that belong to the CLI's client commands and the container health
+#: check (``logd.server.health_check``), not to ``serve``.
+CLIENT_ENV = frozenset({"LOGD_BOOTSTRAP", "LOGD_HEALTH_ADDRESS"})
 
 #: Broker key -> the topic config key it is the default of (Kafka's names).
 TOPIC_DEFAULT_KEYS: dict[str, str] = {
@@ -192,7 +193,7 @@ class ServerConfig:
             "log_level": self.log_level, "log_format": self.log_format, "flush_policy": self.flush_policy,
             "retention_check_interval_ms": self.retention_check_interval_ms,
             "producer_id_expiration_ms": self.producer_id_expiration_ms,
-            "topic_defaults": self.topic_config_defaults(),
+            "topic_defaults": self.topic_config_defaults(), "warnings": self.warnings,
         }
 
 

@@ -64,17 +64,20 @@ def test_serve_with_metrics_and_json_logs(tmp_path):
     process = subprocess.Popen(
         [*LOGD, "serve", "--data-dir", str(tmp_path / "d"), "--listen", "127.0.0.1:0",
          "--metrics-listen", "127.0.0.1:0", "--log-format", "json", "--retention-check-interval-ms", "60000"],
-        env=_env(LOGD_LOG_RETENTION_MS="5000"), stderr=subprocess.PIPE, text=True)
+        env=_env(LOGD_LOG_RETENTION_MS="5000", LOGD_SERVICE_HOST="10.0.0.1"), stderr=subprocess.PIPE, text=True)
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=_read_lines, args=(process.stderr, lines), daemon=True).start()
     try:
-        started = None
+        started, warned = None, []
         while started is None:
             line = lines.get(timeout=20)
             assert line is not None, "logd serve exited early"
-            entry = json.loads(line)
+            entry = json.loads(line)  # every line, the unknown variable's warning too
             if "listening on" in entry["message"]:
                 started = entry["message"]
+            if "LOGD_SERVICE_HOST" in entry["message"]:
+                warned.append(entry["level"])
+        assert warned == ["WARNING"]
         grpc_address, metrics_address = re.search(r"listening on (\S+),.*http://(\S+)/metrics", started).groups()
         assert check_health(grpc_address) == "SERVING"
         samples = scrape(metrics_address)
