@@ -507,7 +507,10 @@ class BrokerMetrics:
         the bound ``host:port``. Raises OSError when the address cannot be bound."""
         host, port = listen.rsplit(":", 1)
         host = host.strip("[]")
-        server, thread = start_http_server(int(port), addr=host, registry=self.registry)
+        try:
+            server, thread = start_http_server(int(port), addr=host, registry=self.registry)
+        except OSError as exc:  # say which address: the gRPC one's error does
+            raise OSError(exc.errno, f"cannot serve metrics on {listen}: {exc.strerror or exc}") from None
         self._http = (server, thread)
         bound_port = server.server_address[1]
         return f"[{host}]:{bound_port}" if ":" in host else f"{host}:{bound_port}"

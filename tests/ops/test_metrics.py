@@ -237,7 +237,7 @@ def test_metrics_address_in_use_fails_start_cleanly(tmp_path):
         taken.listen()
         port = taken.getsockname()[1]
         server = BrokerServer(tmp_path / "data", "127.0.0.1:0", metrics_listen=f"127.0.0.1:{port}")
-        with pytest.raises(OSError):
+        with pytest.raises(OSError, match=f"cannot serve metrics on 127.0.0.1:{port}: "):  # which address
             server.start()
     again = BrokerServer(tmp_path / "data", "127.0.0.1:0", grace_s=1.0).start()  # the lock was released
     again.stop()
