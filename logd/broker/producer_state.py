@@ -320,6 +320,13 @@ class ProducerStateManager:
 
     # -- building ---------------------------------------------------------------------------
 
+    def batches_to_keep_locked(self) -> list[int]:
+        """Each producer's newest batch: compaction keeps a record of it, so that a rebuild
+        from the headers (no usable snapshot) still knows the producer's last sequence;
+        else its next batch would be refused as OUT_OF_ORDER_SEQUENCE (Kafka's cleaner
+        keeps these batches too)."""
+        return [entry.batches[-1].base_offset for entry in self._producers.values() if entry.batches]
+
     def replay(self, header: codec.BatchHeader, now_ms: int) -> None:
         """Apply a batch read back from the log (no checks: the log is the authority)."""
         if header.producer_id < 0:

@@ -34,7 +34,11 @@ A pass (``LogCleaner.clean`` runs passes until the dirty section is done):
    re-encoded with the same base offset, last offset delta, first and max timestamp,
    producer id/epoch/base sequence, timestamp type and codec (compression kept), and
    each record keeps its offset delta, so offsets are preserved (gaps appear); when none
-   do it is dropped. This is the one place the broker decodes records.
+   do it is dropped, unless it is an idempotent producer's newest batch (the log's
+   observer, the broker's producer state, names them: ``PartitionLog.batches_to_keep``):
+   then its last record stays, so that producer state rebuilt from the batch headers
+   still knows the producer's last sequence (Kafka's cleaner keeps such batches, empty).
+   This is the one place the broker decodes records.
 4. Swap each group's cleaned segment in with ``PartitionLog.replace_segments``
    (crash-safe, :mod:`logd.storage.swap`); a group of one segment where nothing changed
    is not swapped. Then write the checkpoint.
@@ -415,11 +419,13 @@ class LogCleaner:
                         horizon: int) -> _PassStats:
         stats = _PassStats()
         to_clean = [s for s in segments[:-1] if s.base_offset < pass_end]
+        keep = log.batches_to_keep()  # taken now: a batch that stops being newest stays until the next pass
         for group in group_segments(to_clean, log.config.segment_bytes):
-            self._clean_group(log, group, horizon, stats)
+            self._clean_group(log, group, horizon, keep, stats)
         return stats
 
-    def _clean_group(self, log: "PartitionLog", group: list[SegmentInfo], horizon: int, stats: _PassStats) -> None:
+    def _clean_group(self, log: "PartitionLog", group: list[SegmentInfo], horizon: int, keep: frozenset[int],
+                     stats: _PassStats) -> None:
         base_offset, end_offset = group[0].base_offset, group[-1].next_offset
         writer = CleanedSegmentWriter(self._fs, log.directory, base_offset, end_offset,
                                       log.config.index_interval_bytes, group[0].created_ms)
@@ -451,6 +457,10 @@ class LogCleaner:
                             elif first_tombstone < 0:
                                 first_tombstone = record.offset
                     kept.append(record)
+                if not kept and header.base_offset in keep:
+                    # A producer's newest batch: its last record stays, and with it the
+                    # header's sequence range (rebuild_batch keeps the last offset delta).
+                    kept = records[-1:]
                 removed += len(records) - len(kept)
                 if len(kept) == len(records):
                     writer.append(data, header.base_offset, header.next_offset, header.max_timestamp)

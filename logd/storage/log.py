@@ -667,6 +667,13 @@ class PartitionLog:
         StorageError when a truncation raced with the walk (walk again)."""
         return self._walk_headers(from_offset, lock_held=False)
 
+    def batches_to_keep(self) -> frozenset[int]:
+        """Base offsets of batches compaction keeps at least one record of (the observer's
+        ``batches_to_keep_locked``; none without an observer)."""
+        with self._lock:
+            observer = self._observer
+            return frozenset(observer.batches_to_keep_locked()) if observer is not None else frozenset()
+
     def attach_observer(self, observer: AppendObserver, from_offset: int) -> None:
         """Make ``observer`` see every later append, truncation and checkpoint. First, in
         the same lock hold, it is given (``replay_locked``) the headers of the batches from

@@ -11,7 +11,7 @@ writing; it also hears of truncations and persisted recovery points.
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol, Sequence
+from typing import Collection, Iterator, Protocol, Sequence
 
 from logd_sdk import codec
 from logd.storage.config import AppendInfo
@@ -48,6 +48,10 @@ class AppendObserver(Protocol):
 
     def checkpointed_locked(self, recovery_offset: int) -> None:
         """The recovery point was persisted: every batch below ``recovery_offset`` is durable."""
+
+    def batches_to_keep_locked(self) -> Collection[int]:
+        """Base offsets of batches that compaction must not remove whole (each producer's
+        newest: a rebuild of this state from the batch headers needs its sequences)."""
 
 
 def walk_headers(fs: FileSystem, fd: int, start: int, end: int) -> Iterator[codec.BatchHeader]:
