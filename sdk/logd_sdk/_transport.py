@@ -6,8 +6,10 @@ code name picks the error class; without it (a proxy, a connection failure, a ca
 broker does not implement) the status code does. Per-partition errors inside a response
 are ``common_pb2.Error`` messages, mapped by :func:`error_from_proto`.
 
-Retries. Only ``UNAVAILABLE`` (and ``DEADLINE_EXCEEDED`` for calls marked idempotent) is
-retried, with exponential backoff and jitter, until ``api_timeout_ms`` is spent. The
+Retries. Only ``UNAVAILABLE`` (and, for calls marked idempotent, ``DEADLINE_EXCEEDED`` and a
+``CANCELLED`` the broker sent without a logd code: it cancels calls as it shuts down, and
+their outcome is unknown, as for a deadline) is retried, with exponential backoff and
+jitter, until ``api_timeout_ms`` is spent; never once the transport is closed. The
 channel's own reconnect backoff is capped at one second, so a restarted broker is found
 again quickly.
 
@@ -135,6 +137,8 @@ def is_retriable_rpc_error(exc: grpc.RpcError, idempotent: bool) -> bool:
         return code_name in (None, "UNAVAILABLE")
     if _refused_as_busy(status, code_name, exc.details() or ""):  # type: ignore[attr-defined]
         return True  # refused before it ran: safe to send again, idempotent or not
+    if status is grpc.StatusCode.CANCELLED:
+        return idempotent and code_name is None  # a broker shutting down (see the module docstring)
     return idempotent and status is grpc.StatusCode.DEADLINE_EXCEEDED
 
 
@@ -163,6 +167,7 @@ class Transport:
         self.api_timeout_ms = api_timeout_ms
         self.retry_backoff_ms = retry_backoff_ms
         self.retry_backoff_max_ms = retry_backoff_max_ms
+        self.closed = False
         self.channel = create_channel(self.target)
         self.topics = topics_pb2_grpc.TopicServiceStub(self.channel)
         self.log = log_pb2_grpc.LogServiceStub(self.channel)
@@ -181,11 +186,16 @@ class Transport:
                 return method(request, timeout=per_attempt)
             except grpc.RpcError as exc:
                 pause = backoff_s(attempt, self.retry_backoff_ms, self.retry_backoff_max_ms)
-                retriable = is_retriable_rpc_error(exc, idempotent)
+                retriable = is_retriable_rpc_error(exc, idempotent) and not self.closed
                 if not retriable or time.monotonic() + pause >= deadline:
                     raise error_from_rpc(exc, self.target) from None
+            except ValueError:  # grpcio: "Cannot invoke RPC on closed channel!"
+                if self.closed:
+                    raise _errors.IllegalStateError("the client was closed during the call") from None
+                raise
             time.sleep(pause)  # backoff between retries, not synchronisation
             attempt += 1
 
     def close(self) -> None:
+        self.closed = True  # before the channel: a retry loop in another thread stops at once
         self.channel.close()

@@ -6,7 +6,7 @@ import pytest
 import logd_sdk as sdk
 from logd_sdk import _transport
 from logd_sdk._transport import Transport, error_from_proto, error_from_rpc, parse_bootstrap
-from logd_sdk.protocol import common_pb2
+from logd_sdk.protocol import common_pb2, log_pb2
 
 
 class FakeRpcError(grpc.RpcError):
@@ -140,3 +140,47 @@ def test_transport_gives_up_when_the_budget_is_spent():
     with pytest.raises(sdk.BrokerUnavailableError):
         transport.call(method, object())
     transport.close()
+
+
+def test_a_cancellation_by_a_broker_shutting_down_is_retried_for_idempotent_calls(monkeypatch):
+    """A broker cancels calls as it stops (CANCELLED, no logd code): their outcome is
+    unknown, so they are retried like a deadline. It used to fail the call (a producer's
+    records) with IllegalStateError on the unary paths."""
+    monkeypatch.setattr(_transport.time, "sleep", lambda s: None)
+    cancelled = FakeRpcError(grpc.StatusCode.CANCELLED, "Cancelled")
+    assert _transport.is_retriable_rpc_error(cancelled, idempotent=True)
+    assert not _transport.is_retriable_rpc_error(cancelled, idempotent=False)
+    assert not _transport.is_retriable_rpc_error(FakeRpcError(grpc.StatusCode.CANCELLED, "x", "UNKNOWN"),
+                                                 idempotent=True)
+    transport = Transport("127.0.0.1:1", api_timeout_ms=5000, retry_backoff_ms=1)
+    calls = []
+
+    def method(request, timeout):
+        calls.append(1)
+        if len(calls) == 1:
+            raise cancelled
+        return "ok"
+
+    try:
+        assert transport.call(method, object()) == "ok" and len(calls) == 2
+    finally:
+        transport.close()
+
+
+def test_a_closed_transport_stops_retrying():
+    """close() from another thread ends a call's retries at once (a consumer's fetcher
+    used to keep retrying a lookup after close(), then log the closed channel's
+    ValueError as a failure)."""
+    transport = Transport("127.0.0.1:1", api_timeout_ms=60_000, retry_backoff_ms=1)
+    calls = []
+
+    def method(request, timeout):
+        calls.append(1)
+        transport.close()  # as close() would, while this attempt is in flight
+        raise FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down")
+
+    with pytest.raises(sdk.BrokerUnavailableError):
+        transport.call(method, object())
+    assert len(calls) == 1
+    with pytest.raises(sdk.IllegalStateError):
+        transport.call(transport.log.ListOffsets, log_pb2.ListOffsetsRequest())
