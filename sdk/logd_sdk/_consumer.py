@@ -357,6 +357,9 @@ class Consumer:
         member no longer owns a partition (revoked, or lost after an eviction), or a
         manually assigned consumer commits while the group has members.
         """
+        self._commit(offsets, timeout_ms=None)
+
+    def _commit(self, offsets: Mapping[TopicPartition, int] | None, timeout_ms: int | None) -> None:
         self._require_group("commit")
         with self._lock:
             self._check_open_locked()
@@ -382,26 +385,40 @@ class Consumer:
             if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
                 raise ValueError(f"offset for {tp} must be an int >= 0, got {offset!r}")
             checked[tp] = offset
-        self._commit_sync(checked)
+        self._commit_sync(checked, timeout_ms=timeout_ms)
 
     def _commit_sync(self, offsets: Mapping[TopicPartition, int], timeout_ms: int | None = None) -> None:
         """One CommitOffsets call with this consumer's group identity (see the module docstring)."""
         if not offsets:
             return
-        with self._lock:
-            membership = self._membership if self._subs.mode == SUBSCRIBED else None
-            member_id, epoch = membership.identity_locked() if membership is not None else ("", -1)
         entries = [groups_pb2.CommitOffsetsRequest.Offset(topic=tp.topic, partition=tp.partition, offset=offset)
                    for tp, offset in offsets.items()]
-        request = groups_pb2.CommitOffsetsRequest(group_id=self.group_id, member_id=member_id, member_epoch=epoch,
-                                                  offsets=entries)
-        try:
-            self._transport.call(self._transport.groups.CommitOffsets, request, timeout_ms=timeout_ms)
-        except (FencedMemberError, UnknownMemberError) as exc:
-            if membership is not None:
-                membership.commit_fenced()
-            # An evicted member is unknown to the broker: to the application it is fenced.
-            raise FencedMemberError(str(exc)) from None
+        with self._lock:
+            membership = self._membership if self._subs.mode == SUBSCRIBED else None
+            identity = membership.identity_locked() if membership is not None else ("", -1)
+        retried = False
+        while True:
+            member_id, epoch = identity
+            request = groups_pb2.CommitOffsetsRequest(group_id=self.group_id, member_id=member_id,
+                                                      member_epoch=epoch, offsets=entries)
+            try:
+                self._transport.call(self._transport.groups.CommitOffsets, request, timeout_ms=timeout_ms)
+                break
+            except (FencedMemberError, UnknownMemberError) as exc:
+                with self._lock:
+                    fresh = membership.identity_locked() if membership is not None else identity
+                    still_owned = set(offsets) <= self._subs.owned()
+                if fresh != identity and still_owned and not retried:
+                    # The member's epoch moved on while the commit was on its way (one
+                    # assignment change after another): the coordinator accepts only the
+                    # current and previous epochs. Once more with the current one, as
+                    # Kafka's client does on STALE_MEMBER_EPOCH; a second refusal stands.
+                    identity, retried = fresh, True
+                    continue
+                if membership is not None:
+                    membership.commit_fenced()
+                # An evicted member is unknown to the broker: to the application it is fenced.
+                raise FencedMemberError(str(exc)) from None
         with self._lock:
             self._last_committed.update(offsets)
 

@@ -397,6 +397,57 @@ def test_unsubscribe_completes_when_on_revoke_raises(broker, topic, group):
         assert consumer.assignment() == {TopicPartition(topic, 0)}
 
 
+def test_a_commit_whose_epoch_two_assignment_changes_made_stale_is_sent_again(broker, topic, group):
+    """The coordinator accepts the current and the previous epoch: a commit still on its
+    way when two more members joined used to fail as fenced, although the member kept
+    the partition. It is sent once more with the current epoch."""
+    with Admin(broker.address) as admin:
+        admin.create_topic(topic, partitions=6)
+    members = [Consumer(broker.address, group_id=group, session_timeout_ms=SESSION_MS, enable_auto_commit=False)
+               for _ in range(3)]
+    first, others = members[0], members[1:]
+    stop = threading.Event()
+    try:
+        first.subscribe([topic])
+        wait_until(lambda: first.poll(timeout_ms=50) or len(first.assignment()) == 6, SETTLE_S, "all six partitions")
+        membership = first._membership
+        epoch_at_send = membership.epoch
+        on_its_way, release = threading.Event(), threading.Event()
+        call = first._transport.call
+
+        def held_commit(method, request, **options):  # a slow wire for the first commit only
+            if method is first._transport.groups.CommitOffsets and not on_its_way.is_set():
+                on_its_way.set()
+                release.wait(SETTLE_S)
+            return call(method, request, **options)
+
+        first._transport.call = held_commit
+        outcome = []
+        committer = threading.Thread(target=lambda: outcome.append(
+            first.commit({TopicPartition(topic, 0): 1}) or "committed"))
+        committer.start()
+        assert on_its_way.wait(SETTLE_S)
+
+        def keep_polling(consumer):
+            consumer.subscribe([topic])
+            while not stop.is_set():
+                consumer.poll(timeout_ms=50)
+
+        for joined, consumer in enumerate(others, start=1):  # one after the other: two new epochs
+            threading.Thread(target=keep_polling, args=(consumer,), daemon=True).start()
+            wait_until(lambda: membership.epoch >= epoch_at_send + joined, SETTLE_S, f"assignment change {joined}")
+        assert TopicPartition(topic, 0) in first.assignment()
+        release.set()
+        committer.join(SETTLE_S)
+        assert outcome == ["committed"]
+        assert first.committed(TopicPartition(topic, 0)) == 1
+    finally:
+        release.set()
+        stop.set()
+        for consumer in members:
+            consumer.close()
+
+
 def test_describe_shows_an_unknown_lag_before_the_first_commit(broker, topic, group):
     """A member that has committed nothing: committed None and lag -1 in the SDK and the
     JSON, '-' for both in the table (as Kafka's tool), never a lag of -1 read as a number."""
