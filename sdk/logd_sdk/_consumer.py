@@ -44,6 +44,10 @@ from logd_sdk.protocol import groups_pb2, topics_pb2
 
 log = logging.getLogger("logd_sdk.consumer")
 
+#: The most close() gives its commit and its leave each (capped by request_timeout_ms):
+#: with the broker down, close() used to wait default_api_timeout_ms (60 s) to commit.
+CLOSE_TIMEOUT_MS = 5000
+
 
 def _flatten(partitions: tuple) -> list[TopicPartition]:
     """``f(tp1, tp2)`` or ``f([tp1, tp2])`` both mean the same partitions."""
@@ -103,6 +107,8 @@ class Consumer:
         self._next_auto_commit_at = time.monotonic() + auto_commit_interval_ms / 1000.0
         self._lock = threading.Condition(threading.Lock())
         self._closed = False
+        self._closing = False  # close() began; _close_done once it has finished
+        self._close_done = threading.Event()
         self._iter_buffer: list[Record] = []
         self._iter_index = 0
         self._fetcher = Fetcher(self._transport, self._subs, self._lock, group_id=group_id,
@@ -448,32 +454,45 @@ class Consumer:
     # -- lifecycle ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop fetching and close the channel. Idempotent. A group member commits (with
-        auto-commit), calls on_revoke and leaves the group at once (a static member keeps
-        its partitions for ``session_timeout_ms``); a manually assigned consumer with a
-        group_id commits its positions with auto-commit."""
+        """Stop fetching and close the channel. Idempotent; a call while another thread
+        closes waits for it. A group member commits (with auto-commit), calls on_revoke
+        and leaves the group at once (a static member keeps its partitions for
+        ``session_timeout_ms``); a manually assigned consumer with a group_id commits its
+        positions with auto-commit. The commit and the leave get ``CLOSE_TIMEOUT_MS``
+        each at most (not ``default_api_timeout_ms``), so that close() with the broker
+        down returns within seconds."""
         with self._lock:
-            if self._closed:
-                return
-            subscribed = self._subs.mode == SUBSCRIBED
-            self._give_back_unread_locked()
-        if subscribed and self._membership is not None:
-            try:
-                self._membership.leave()
-            except Exception:
-                log.exception("leaving the group on close failed")
-        elif self._auto_commit_on():
-            try:
-                self.commit()
-            except LogdError as exc:
-                log.warning("commit on close failed: %s", exc)
-        if self._membership is not None:
-            self._membership.stop()
-        with self._lock:
-            self._closed = True
-            self._fetcher.close_locked()
-        self._fetcher.join(5.0)
-        self._transport.close()
+            first = not self._closing
+            self._closing = True
+            if first:
+                subscribed = self._subs.mode == SUBSCRIBED
+                self._give_back_unread_locked()
+        if not first:  # two closes used to run on_revoke and commit twice
+            self._close_done.wait()
+            return
+        try:
+            timeout_ms = min(self._request_timeout_ms, CLOSE_TIMEOUT_MS)
+            if subscribed and self._membership is not None:
+                try:
+                    self._membership.leave(commit_timeout_ms=timeout_ms)
+                except Exception:
+                    log.exception("leaving the group on close failed")
+            elif self._auto_commit_on():
+                try:
+                    self._commit(None, timeout_ms=timeout_ms)
+                except LogdError as exc:
+                    log.warning("commit on close failed: %s", exc)
+            if self._membership is not None:
+                self._membership.stop()
+            with self._lock:
+                self._closed = True
+                self._fetcher.close_locked()
+            # The transport first: an offset lookup the fetcher is retrying against a
+            # broker that is down ends at once (else close() waited for the join).
+            self._transport.close()
+            self._fetcher.join(5.0)
+        finally:
+            self._close_done.set()
 
     def __enter__(self) -> "Consumer":
         return self

@@ -70,7 +70,7 @@ DEFAULT_SESSION_TIMEOUT_MS = 10_000  # what the broker uses for 0
 MIN_RPC_TIMEOUT_S = 0.2
 
 Callback = Callable[[list[TopicPartition]], object]
-CommitFn = Callable[[dict[TopicPartition, int]], None]
+CommitFn = Callable[[dict[TopicPartition, int], "int | None"], None]  # (offsets, timeout_ms)
 
 
 class GroupMembership:
@@ -192,9 +192,10 @@ class GroupMembership:
         if failure is not None:
             raise failure
 
-    def leave(self) -> None:
+    def leave(self, commit_timeout_ms: int | None = None) -> None:
         """Leave the group (see the module docstring); the member may subscribe again.
-        Re-raises the first exception a callback raised, once the member has left."""
+        Re-raises the first exception a callback raised, once the member has left.
+        ``commit_timeout_ms``: the auto-commit's budget (default: the API timeout)."""
         failure: BaseException | None = None
         while True:
             try:
@@ -214,7 +215,7 @@ class GroupMembership:
                 raise failure
             return
         try:
-            self._commit_quietly(offsets, "before leaving the group")
+            self._commit_quietly(offsets, "before leaving the group", commit_timeout_ms)
             if owned:
                 self._call(self._on_revoke, owned)
         finally:
@@ -265,11 +266,11 @@ class GroupMembership:
                     log.info("group %s: released %s", self._group_id, _names(released))
                     self._wake_locked()  # report the release at once
 
-    def _commit_quietly(self, offsets: dict[TopicPartition, int], when: str) -> None:
+    def _commit_quietly(self, offsets: dict[TopicPartition, int], when: str, timeout_ms: int | None = None) -> None:
         if not self._auto_commit or not offsets:
             return
         try:
-            self._commit(offsets)
+            self._commit(offsets, timeout_ms)
         except LogdError as exc:
             log.warning("group %s: commit %s failed: %s", self._group_id, when, exc)
 

@@ -118,6 +118,7 @@ class Producer:
                               on_metadata_error=self._forget_topic)
         self._closed = False
         self._close_lock = threading.Lock()
+        self._close_done = threading.Event()  # set once the first close() has finished
         self._sender.start()
 
     def send(self, topic: str, value: bytes | None = None, key: bytes | None = None, headers: HeadersArg = None,
@@ -206,12 +207,22 @@ class Producer:
     def close(self, timeout_ms: int | None = None) -> None:
         """Send what is queued, wait for the answers (up to ``timeout_ms``), stop the sender.
 
-        Records still unresolved at the deadline fail with IllegalStateError. Idempotent.
+        Records still unresolved at the deadline fail with IllegalStateError. Idempotent;
+        a call while another thread closes waits for that close (up to its own
+        ``timeout_ms``): it used to return at once, with records still unresolved.
         """
         with self._close_lock:
-            if self._closed:
-                return
+            first = not self._closed
             self._closed = True
+        if not first:
+            self._close_done.wait(None if timeout_ms is None else timeout_ms / 1000.0)
+            return
+        try:
+            self._close(timeout_ms)
+        finally:
+            self._close_done.set()
+
+    def _close(self, timeout_ms: int | None) -> None:
         acc = self._accumulator
         with acc.lock:
             acc.closed = True  # refuse new records; drain everything now

@@ -7,7 +7,9 @@ import time
 import mmh3
 import pytest
 
+from broker_process import BrokerProcess
 from logd_sdk import (
+    Admin,
     Consumer,
     NotAssignedError,
     OffsetOutOfRangeError,
@@ -318,3 +320,62 @@ def test_consumer_refusals(broker, admin, topic):
     with pytest.raises(ValueError):
         Consumer(broker.address, auto_offset_reset="sometimes")
     assert admin.describe_topic(topic).name == topic  # still serving
+
+
+def test_concurrent_closes_do_the_work_once_and_each_returns_when_it_is_done(broker, admin, topic):
+    """A second close() from another thread used to run on_revoke and the commit again
+    (consumer) or return at once with records unresolved (producer)."""
+    admin.create_topic(topic, partitions=2)
+    producer = Producer(broker.address, linger_ms=50)
+    futures = [producer.send(topic, b"v%d" % i, key=b"k%d" % i) for i in range(5000)]
+    resolved_at_return = []
+
+    def close_producer():
+        producer.close()
+        resolved_at_return.append(all(future.done() for future in futures))
+
+    closers = [threading.Thread(target=close_producer) for _ in range(2)]
+    for closer in closers:
+        closer.start()
+    for closer in closers:
+        closer.join(30)
+    assert resolved_at_return == [True, True]
+
+    revoked = []
+    consumer = Consumer(broker.address, group_id="g-" + topic, auto_offset_reset="earliest")
+    consumer.subscribe([topic], on_revoke=revoked.append)
+    deadline = time.monotonic() + 20
+    while len(consumer.assignment()) < 2 and time.monotonic() < deadline:
+        consumer.poll(timeout_ms=100)
+    assert len(consumer.assignment()) == 2
+    closers = [threading.Thread(target=consumer.close) for _ in range(2)]
+    for closer in closers:
+        closer.start()
+    for closer in closers:
+        closer.join(30)
+    assert len(revoked) == 1 and not any(closer.is_alive() for closer in closers)
+
+
+def test_close_with_the_broker_down_returns_within_seconds(tmp_path):
+    """A group member's auto-commit before leaving used to wait default_api_timeout_ms
+    (60 s) for a dead broker, and the fetcher outlived close() retrying a lookup; the
+    commit and the leave now get a few seconds each and close() closes the transport
+    before waiting for the fetcher."""
+    broker = BrokerProcess(tmp_path / "data", tmp_path / "broker.log").start()
+    try:
+        with Admin(broker.address) as admin:
+            admin.create_topic("t", partitions=1)
+        # request_timeout_ms caps the close budget below CLOSE_TIMEOUT_MS: a quicker test
+        consumer = Consumer(broker.address, group_id="g", auto_offset_reset="earliest", request_timeout_ms=2000)
+        consumer.subscribe(["t"])
+        deadline = time.monotonic() + 20
+        while not consumer.assignment() and time.monotonic() < deadline:
+            consumer.poll(timeout_ms=100)
+        assert consumer.assignment()
+        broker.kill()
+        started = time.monotonic()
+        consumer.close()
+        assert time.monotonic() - started < 20  # 2 s for the commit, 2 s for the leave, and the join
+        assert not consumer._fetcher.is_alive()
+    finally:
+        broker.kill()

@@ -28,7 +28,7 @@ class Member:
         self.during_revoke = None  # called inside on_revoke, once
         self.membership = GroupMembership(
             SimpleNamespace(groups=None, target="scripted"), "g", self.subs, self.lock, lambda: None,
-            lambda offsets: None, auto_commit=True, session_timeout_ms=10_000, group_instance_id=None,
+            lambda offsets, timeout_ms: None, auto_commit=True, session_timeout_ms=10_000, group_instance_id=None,
             request_timeout_ms=1000, retry_backoff_ms=100)
         self.membership._on_assign = lambda tps: self.heard.append(("assign", [tp.partition for tp in tps]))
         self.membership._on_revoke = self._on_revoke
