@@ -474,7 +474,10 @@ class Fetcher(threading.Thread):
                     batches.append((header, codec.decompress(payload, header.codec)))
                     next_offset = header.next_offset
             except codec.CorruptBatchError as exc:
-                error = CorruptRecordError(f"{tp.topic}-{tp.partition} at offset {next_offset}: {exc}")
+                # Good batches before it are returned first (as Kafka does): the next fetch
+                # starts at the corrupt batch and reports it. They were dropped with it.
+                if not batches:
+                    error = CorruptRecordError(f"{tp.topic}-{tp.partition} at offset {next_offset}: {exc}")
         return tp, epoch, data, error, batches, next_offset
 
     def _apply(self, outcomes: list) -> None:

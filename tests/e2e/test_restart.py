@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from logd_sdk import Admin, Consumer, IllegalStateError, Producer, TopicPartition
+from logd_sdk import Admin, Consumer, CorruptRecordError, IllegalStateError, Producer, TopicPartition, codec
 
 
 def test_restart_keeps_topics_and_data(broker, topic):
@@ -86,3 +86,30 @@ def test_close_with_a_timeout_returns_in_time_while_the_broker_hangs(broker, top
             future.result(1)
     finally:
         os.kill(broker.pid, signal.SIGCONT)
+
+
+def test_records_before_a_batch_corrupted_on_disk_are_returned_before_its_error(broker, topic):
+    """A fetch answer holding good batches then one whose CRC fails used to raise at once
+    and drop the good ones: a consumer never got past them. Kafka returns them first."""
+    with Admin(broker.address) as admin:
+        admin.create_topic(topic, partitions=1)
+    with Producer(broker.address, compression="none") as producer:
+        for batch in range(3):  # offsets 0-9, 10-19, 20-29: one batch each
+            for i in range(10):
+                producer.send(topic, value=b"rec-%d" % (batch * 10 + i))
+            producer.flush()
+    assert broker.stop() == 0
+    (segment,) = (broker.data_dir / f"{topic}-0").glob("*.log")
+    data = bytearray(segment.read_bytes())
+    position, header = list(codec.iter_batches(bytes(data)))[2]
+    data[position + header.size - 1] ^= 0xFF  # the third batch's last byte: its CRC fails
+    segment.write_bytes(bytes(data))
+    broker.start()
+    with Consumer(broker.address, auto_offset_reset="earliest") as consumer:
+        consumer.assign([TopicPartition(topic, 0)])
+        got = []
+        deadline = time.monotonic() + 20
+        with pytest.raises(CorruptRecordError, match="at offset 20"):
+            while time.monotonic() < deadline:
+                got.extend(record.offset for record in consumer.poll(timeout_ms=200))
+        assert got == list(range(20))
