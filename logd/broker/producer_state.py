@@ -321,7 +321,7 @@ class ProducerStateManager:
     # -- building ---------------------------------------------------------------------------
 
     def batches_to_keep_locked(self) -> list[int]:
-        """Each producer's newest batch: compaction keeps a record of it, so that a rebuild
+        """Each producer's newest batch: compaction keeps it (emptied), so that a rebuild
         from the headers (no usable snapshot) still knows the producer's last sequence;
         else its next batch would be refused as OUT_OF_ORDER_SEQUENCE (Kafka's cleaner
         keeps these batches too)."""

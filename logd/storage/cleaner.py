@@ -36,8 +36,8 @@ A pass (``LogCleaner.clean`` runs passes until the dirty section is done):
    each record keeps its offset delta, so offsets are preserved (gaps appear); when none
    do it is dropped, unless it is an idempotent producer's newest batch (the log's
    observer, the broker's producer state, names them: ``PartitionLog.batches_to_keep``):
-   then its last record stays, so that producer state rebuilt from the batch headers
-   still knows the producer's last sequence (Kafka's cleaner keeps such batches, empty).
+   then it stays with no record (as in Kafka), so that producer state rebuilt from the
+   batch headers still knows the producer's last sequence.
    This is the one place the broker decodes records.
 4. Swap each group's cleaned segment in with ``PartitionLog.replace_segments``
    (crash-safe, :mod:`logd.storage.swap`); a group of one segment where nothing changed
@@ -457,14 +457,14 @@ class LogCleaner:
                             elif first_tombstone < 0:
                                 first_tombstone = record.offset
                     kept.append(record)
-                if not kept and header.base_offset in keep:
-                    # A producer's newest batch: its last record stays, and with it the
-                    # header's sequence range (rebuild_batch keeps the last offset delta).
-                    kept = records[-1:]
                 removed += len(records) - len(kept)
                 if len(kept) == len(records):
                     writer.append(data, header.base_offset, header.next_offset, header.max_timestamp)
-                elif kept:
+                elif kept or header.base_offset in keep:
+                    # A producer's newest batch stays even with no record left (empty, as in
+                    # Kafka): its header's sequence range is what a rebuilt producer state
+                    # needs (rebuild_batch keeps the last offset delta). Keeping a superseded
+                    # record instead brought a deleted key back once its tombstone went.
                     writer.append(rebuild_batch(header, kept), header.base_offset, header.next_offset,
                                   header.max_timestamp)
             if removed == 0 and len(group) == 1:

@@ -668,8 +668,8 @@ class PartitionLog:
         return self._walk_headers(from_offset, lock_held=False)
 
     def batches_to_keep(self) -> frozenset[int]:
-        """Base offsets of batches compaction keeps at least one record of (the observer's
-        ``batches_to_keep_locked``; none without an observer)."""
+        """Base offsets of batches compaction keeps, emptied if no record survives (the
+        observer's ``batches_to_keep_locked``; none without an observer)."""
         with self._lock:
             observer = self._observer
             return frozenset(observer.batches_to_keep_locked()) if observer is not None else frozenset()

@@ -50,8 +50,9 @@ class AppendObserver(Protocol):
         """The recovery point was persisted: every batch below ``recovery_offset`` is durable."""
 
     def batches_to_keep_locked(self) -> Collection[int]:
-        """Base offsets of batches that compaction must not remove whole (each producer's
-        newest: a rebuild of this state from the batch headers needs its sequences)."""
+        """Base offsets of batches that compaction must not drop, if emptied (each
+        producer's newest: a rebuild of this state from the batch headers needs its
+        sequences)."""
 
 
 def walk_headers(fs: FileSystem, fd: int, start: int, end: int) -> Iterator[codec.BatchHeader]:

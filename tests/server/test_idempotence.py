@@ -506,33 +506,39 @@ def test_a_retry_answered_from_the_producer_state_waits_until_the_original_is_du
     log.close()
 
 
-def test_compaction_keeps_a_record_of_each_producers_newest_batch(tmp_path):
+def test_compaction_keeps_each_producers_newest_batch_emptied_and_revives_no_key(tmp_path):
     """A producer's newest batch whose records later versions all superseded used to be
     dropped whole: producer state rebuilt from the headers (no usable snapshot) then
-    expected an older sequence and refused the producer's next batch as out of order."""
+    expected an older sequence and refused the producer's next batch as out of order.
+    It stays, with no record: keeping its superseded record instead brought a deleted
+    key back once the key's tombstone had gone."""
     from logd.storage import CleanerConfig, CompactionPolicy, LogCleaner
 
     harness = Harness(tmp_path / "data")
     harness.create(**{"cleanup.policy": "compact"})
 
-    def keyed(key: bytes, value: bytes, **producer: int) -> bytes:
+    def keyed(key: bytes, value: bytes | None, **producer: int) -> bytes:
         return codec.encode_batch([(1_700_000_000_000, key, value, None)], **producer)
 
     assert harness.produce(keyed(b"A", b"a", producer_id=7, producer_epoch=0, base_sequence=0)).error is None
     newest = harness.offset_of(keyed(b"B", b"b", producer_id=7, producer_epoch=0, base_sequence=1))
-    harness.offset_of(keyed(b"B", b"b2"))  # another writer supersedes the producer's newest record
-    harness.offset_of(keyed(b"X", b"x1"))
-    harness.offset_of(keyed(b"X", b"x2"))  # and x1: compaction has that to remove either way
+    harness.offset_of(keyed(b"B", None))  # another writer deletes the producer's newest record's key
+    harness.offset_of(keyed(b"X", b"x"))
     log = harness.partition.log
     log.roll()
     harness.offset_of(keyed(b"C", b"c"))
-    policy = CompactionPolicy(min_compaction_lag_ms=0, delete_retention_ms=86_400_000, min_cleanable_dirty_ratio=0.0)
-    assert LogCleaner(CleanerConfig(duty_cycle=1.0)).clean(log, policy, 1_700_000_001_000).records_removed == 1
-    assert (newest, 7, 1) in [(h.base_offset, h.producer_id, h.base_sequence) for h in log.batch_headers(0)]
+    cleaner = LogCleaner(CleanerConfig(duty_cycle=1.0))
+    policy = CompactionPolicy(min_compaction_lag_ms=0, delete_retention_ms=1000, min_cleanable_dirty_ratio=0.0)
+    assert cleaner.clean(log, policy, 1_700_000_001_000).records_removed == 1  # b; the tombstone is recent
+    assert cleaner.clean(log, policy, 1_700_000_100_000).tombstones_removed == 1  # past delete.retention.ms
+    headers = {h.base_offset: h for h in log.batch_headers(0)}
+    assert (headers[newest].producer_id, headers[newest].base_sequence, headers[newest].records_count) == (7, 1, 0)
+    assert [value for _, value in harness.values()] == [b"a", b"x", b"c"]  # no B: neither b nor its tombstone
     harness.broker.close()
     (harness.data_dir / f"{TOPIC}-0" / SNAPSHOT_FILE).unlink()  # rebuilt from the headers alone
     harness.broker = Broker(harness.data_dir).open()
     try:
         assert harness.produce(keyed(b"D", b"d", producer_id=7, producer_epoch=0, base_sequence=2)).error is None
+        assert [value for _, value in harness.values()] == [b"a", b"x", b"c", b"d"]
     finally:
         harness.close()
