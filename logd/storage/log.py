@@ -48,6 +48,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -115,6 +116,8 @@ class PartitionLog:
         # or rolls back the swap; they returned errors or nothing below the high watermark.
         self._reads_refused: str | None = None
         self._truncations = 0  # bumped by truncate_to; a read that saw it change retries
+        #: (truncation number, log end after it) of the latest truncations, for durability waits.
+        self._truncated_ends: deque[tuple[int, int]] = deque(maxlen=64)
         self._recovery_checkpoint_interval_ms = recovery_checkpoint_interval_ms
         self._last_checkpoint_ms = clock_ms()
         self._read_only = False
@@ -352,13 +355,17 @@ class PartitionLog:
         Raises StorageError if ``truncate_to`` cut the log below ``offset`` meanwhile: the
         awaited records are gone (the wait used to lead fsyncs in a loop that could never
         reach ``offset``, then acknowledge whatever other appends refilled those offsets).
-        A truncation between ``append_unflushed`` and ``wait_durable`` is caught only while
-        the log end stays below ``offset``; the broker never truncates."""
+        A truncation at or above ``offset`` leaves them, and the wait, alone. One between
+        ``append_unflushed`` and ``wait_durable`` is caught only while the log end stays
+        below ``offset``; the broker never truncates."""
         truncations = self._truncations
-        while self._durable_offset < offset or self._truncations != truncations:
-            if self._truncations != truncations or offset > self._log_end_offset:
+        while True:
+            if offset > self._log_end_offset or (
+                    self._truncations != truncations and self._truncated_below_locked(truncations, offset)):
                 raise StorageError(f"{self.directory}: the log was truncated below offset {offset} "
                                    f"before that offset was durable")
+            if self._durable_offset >= offset:
+                return
             if self._failure is not None:
                 raise LogFailedError(f"{self.directory}: an earlier write or fsync failed") from self._failure
             if self._closed:
@@ -367,6 +374,14 @@ class PartitionLog:
                 self._changed.wait()
             else:
                 self._lead_flush_locked()
+
+    def _truncated_below_locked(self, since: int, offset: int) -> bool:
+        """Whether a truncation after the ``since``-th left the log end below ``offset``
+        (when the history no longer reaches back that far: assume it did)."""
+        history = self._truncated_ends
+        if not history or history[0][0] > since + 1:
+            return True
+        return any(end < offset for number, end in history if number > since)
 
     def _lead_flush_locked(self) -> None:
         """fsync the active segment without holding the lock; publish the durable end."""
@@ -819,6 +834,7 @@ class PartitionLog:
                 raise LogFailedError(f"{self.directory}: truncation failed: {exc}") from exc
             # A batch straddling the log start offset may have gone with the truncation.
             self._log_start_offset = min(self._log_start_offset, self._log_end_offset)
+            self._truncated_ends.append((self._truncations, self._log_end_offset))
             active = self._segments[-1]
             self._durable_offset = self._high_watermark = self._log_end_offset
             self._visible_position = self._durable_position = active.size

@@ -181,6 +181,23 @@ def test_a_wait_for_records_truncated_before_they_were_durable_fails(tmp_path):
     log.close()
 
 
+def test_a_truncation_above_the_awaited_offset_does_not_fail_the_wait(tmp_path):
+    """Only a cut below the awaited offset fails a durability wait: one that removed
+    later batches only used to fail it as well (about half the time, in a race)."""
+    log = open_log(tmp_path / "p", flush_policy="group")
+    first = log.append_unflushed(make_batch(0, 1))
+    log.append_unflushed(make_batch(1, 3))
+    with log._lock:
+        waiting_since = log._truncations  # what a wait blocked now has seen
+    log.truncate_to(2)  # the batch [1, 3] goes; offset 0 stays
+    with log._lock:
+        assert not log._truncated_below_locked(waiting_since, first.last_offset + 1)
+        assert log._truncated_below_locked(waiting_since, first.last_offset + 2)
+    log.wait_durable(first.last_offset + 1)
+    assert log.high_watermark == 1
+    log.close()
+
+
 def test_truncate_below_log_start_restarts_there(tmp_path):
     """Truncating below the log start offset empties the log and restarts at the offset."""
     log = open_log(tmp_path / "t-0")
