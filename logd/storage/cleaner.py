@@ -70,6 +70,7 @@ from any thread.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import zlib
@@ -470,7 +471,7 @@ class LogCleaner:
             if removed == 0 and len(group) == 1:
                 writer.abort()  # nothing to gain from swapping in the same bytes
             else:
-                cleaned = writer.finish()
+                cleaned = writer.finish(_newest_modification_ns(group))
                 if not log.replace_segments(group, cleaned):
                     raise _Aborted(f"{log.directory}: the log changed while offsets "
                                    f"[{base_offset}, {end_offset}) were cleaned")
@@ -512,6 +513,14 @@ class LogCleaner:
             if next_offset == offset:
                 return  # nothing more below the high watermark
             offset = next_offset
+
+
+def _newest_modification_ns(group: Sequence[SegmentInfo]) -> int | None:
+    """The newest modification time of the group's log files (None if one is gone)."""
+    try:
+        return max(os.stat(segment.path).st_mtime_ns for segment in group)
+    except OSError:
+        return None  # deleted meanwhile (retention): the swap is refused anyway
 
 
 def rebuild_batch(header: codec.BatchHeader, kept: Sequence[codec.DecodedRecord]) -> bytes:

@@ -164,12 +164,17 @@ class CleanedSegmentWriter:
         self._buffer = bytearray()
         self._positions = []
 
-    def finish(self) -> CleanedSegment:
-        """Write the rest, fsync the log, write and fsync its indexes, close."""
+    def finish(self, modified_ns: int | None = None) -> CleanedSegment:
+        """Write the rest, fsync the log, write and fsync its indexes, close.
+        ``modified_ns``: the log file's modification time to keep (the replaced segments'
+        newest: retention ages records without a timestamp by it, as Kafka's cleaner
+        keeps it; a rewrite must not make them young again)."""
         segment = self._segment
         try:
             self._write_buffer()
             segment.fsync_locked()
+            if modified_ns is not None:
+                os.utime(segment.log_path, ns=(modified_ns, modified_ns))
             crash_point("cleaned_partial")
             segment.write_indexes_locked(final=True)
         finally:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -604,4 +606,22 @@ def test_a_time_lookup_racing_a_swap_finds_the_record_in_the_cleaned_segment(tmp
         log._lock = lock.inner
     assert cleaned == [1]  # the swap did happen between the lookup's lock holds
     assert log.offset_for_timestamp(NOW_MS + 5) == (5, NOW_MS + 5)
+    log.close()
+
+
+def test_a_cleaned_segment_keeps_the_replaced_segments_newest_modification_time(tmp_path):
+    """Retention ages records without a timestamp by their file's mtime: a rewrite gave
+    the cleaned segment a fresh one, so such records never expired while the cleaner kept
+    rewriting them. It keeps the replaced files' newest mtime, as Kafka's cleaner does."""
+    log = open_log(tmp_path / "p")
+    for i in range(40):
+        log.append(codec.encode_batch([(-1, b"k%d" % (i % 4), b"v" * 40, None)]))
+    two_hours_ago_ns = time.time_ns() - 2 * 3_600_000 * 1_000_000
+    for segment in log.segments()[:-1]:
+        os.utime(segment.path, ns=(two_hours_ago_ns - segment.base_offset, two_hours_ago_ns - segment.base_offset))
+    replaced = log.segments()[:-1]
+    assert LogCleaner(FAST).clean(log, EAGER, NOW_MS).segments_cleaned
+    newest = max(two_hours_ago_ns - segment.base_offset for segment in replaced)
+    for segment in log.segments()[:-1]:
+        assert segment.path.stat().st_mtime_ns <= newest
     log.close()
