@@ -177,8 +177,8 @@ class BrokerServer:
         self._stopped = True
         self._stop_watch.set()
         self._health.enter_graceful_shutdown()
+        stopped = self._server.stop(self.grace_s if grace_s is None else grace_s)  # no new calls now
         self._health.end_watches()  # else each open Watch holds the stop for the whole grace period
-        stopped = self._server.stop(self.grace_s if grace_s is None else grace_s)
         self.broker.begin_shutdown()
         self._log_servicer.end_streams()
         stopped.wait()
@@ -238,9 +238,13 @@ class _HealthServicer(health.HealthServicer):
     def end_watches(self) -> None:
         """End every open Watch stream, after the status it has yet to send: a response
         callback given None ends its stream (grpcio's own idiom for a closing watch)."""
-        with self._lock:
-            callbacks = [callback for per_service in self._send_response_callbacks.values()
-                         for callback in per_service]
+        try:  # grpcio-health-checking's own state: a later version may name it otherwise
+            with self._lock:
+                callbacks = [callback for per_service in self._send_response_callbacks.values()
+                             for callback in per_service]
+        except AttributeError:
+            log.warning("cannot end health watches: they hold the shutdown for its grace period")
+            return
         for callback in callbacks:
             callback(None)
 

@@ -107,7 +107,7 @@ class Consumer:
         self._next_auto_commit_at = time.monotonic() + auto_commit_interval_ms / 1000.0
         self._lock = threading.Condition(threading.Lock())
         self._closed = False
-        self._closing = False  # close() began; _close_done once it has finished
+        self._closing_thread: int | None = None  # the thread running close(); _close_done once it finished
         self._close_done = threading.Event()
         self._iter_buffer: list[Record] = []
         self._iter_index = 0
@@ -401,10 +401,10 @@ class Consumer:
                    for tp, offset in offsets.items()]
         with self._lock:
             membership = self._membership if self._subs.mode == SUBSCRIBED else None
-            identity = membership.identity_locked() if membership is not None else ("", -1)
+            identity = membership.identity_locked() if membership is not None else ("", -1, 0)
         retried = False
         while True:
-            member_id, epoch = identity
+            member_id, epoch, generation = identity
             request = groups_pb2.CommitOffsetsRequest(group_id=self.group_id, member_id=member_id,
                                                       member_epoch=epoch, offsets=entries)
             try:
@@ -414,11 +414,13 @@ class Consumer:
                 with self._lock:
                     fresh = membership.identity_locked() if membership is not None else identity
                     still_owned = set(offsets) <= self._subs.owned()
-                if fresh != identity and still_owned and not retried:
+                if fresh[1] != epoch and fresh[2] == generation and still_owned and not retried:
                     # The member's epoch moved on while the commit was on its way (one
                     # assignment change after another): the coordinator accepts only the
                     # current and previous epochs. Once more with the current one, as
                     # Kafka's client does on STALE_MEMBER_EPOCH; a second refusal stands.
+                    # Not after a loss or a leave (the generation): the partitions may have
+                    # been committed further by another owner meanwhile.
                     identity, retried = fresh, True
                     continue
                 if membership is not None:
@@ -462,11 +464,13 @@ class Consumer:
         each at most (not ``default_api_timeout_ms``), so that close() with the broker
         down returns within seconds."""
         with self._lock:
-            first = not self._closing
-            self._closing = True
+            first = self._closing_thread is None
             if first:
+                self._closing_thread = threading.get_ident()
                 subscribed = self._subs.mode == SUBSCRIBED
                 self._give_back_unread_locked()
+            elif self._closing_thread == threading.get_ident():
+                return  # from a callback of this close (on_revoke): it is under way
         if not first:  # two closes used to run on_revoke and commit twice
             self._close_done.wait()
             return

@@ -399,11 +399,14 @@ class Fetcher(threading.Thread):
                 else:
                     self._fetch(targets)
                 self._failures = 0
-            except LogdError as exc:
-                self._on_failure(exc)
-            except Exception:  # pragma: no cover - a bug: keep the thread alive, say so
-                log.exception("consumer fetcher failed")
-                self._on_failure(None)
+            except Exception as exc:
+                if self.closed:
+                    return  # close() cut the call (it closes the transport first): not a failure
+                if isinstance(exc, LogdError):
+                    self._on_failure(exc)
+                else:  # pragma: no cover - a bug: keep the thread alive, say so
+                    log.exception("consumer fetcher failed")
+                    self._on_failure(None)
 
     def _has_work_locked(self, now: float) -> bool:
         if len(self.buffer) >= self._max_buffered:

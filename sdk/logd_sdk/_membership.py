@@ -153,18 +153,21 @@ class GroupMembership:
         lost, self._lost_positions = self._lost_positions, {}
         return lost
 
-    def identity_locked(self) -> tuple[str, int]:
-        """``(member_id, member_epoch)`` for a commit."""
-        return self.member_id, self.epoch
+    def identity_locked(self) -> tuple[str, int, int]:
+        """``(member_id, member_epoch, generation)`` for a commit; the generation changes
+        when the member leaves or loses its partitions (an epoch bump does not)."""
+        return self.member_id, self.epoch, self._generation
 
     def commit_fenced(self) -> None:
         """A commit was fenced: heartbeat now to learn the new state sooner."""
         with self._lock:
             self._wake_locked()
 
-    def run_events(self) -> None:
+    def run_events(self, commit_timeout_ms: int | None = None) -> None:
         """Run queued callbacks and revocations, in order; in the application's thread,
-        without the lock. Re-raises the first exception a callback raised, afterwards."""
+        without the lock. Re-raises the first exception a callback raised, afterwards.
+        ``commit_timeout_ms``: the budget of a revocation's auto-commit (default: the API
+        timeout)."""
         failure: BaseException | None = None
         with self._events_lock:
             while True:
@@ -184,7 +187,7 @@ class GroupMembership:
                     continue
                 try:
                     if kind == "revoke":
-                        self._finish_revoke(partitions, offsets)
+                        self._finish_revoke(partitions, offsets, commit_timeout_ms)
                     else:  # "assign" or "lost"
                         self._call(self._on_assign if kind == "assign" else self._on_revoke, partitions)
                 except Exception as exc:  # the callback's: surface it from poll once all ran
@@ -199,7 +202,7 @@ class GroupMembership:
         failure: BaseException | None = None
         while True:
             try:
-                self.run_events()
+                self.run_events(commit_timeout_ms)
             except Exception as exc:
                 failure = failure or exc
             with self._lock:
@@ -254,9 +257,10 @@ class GroupMembership:
 
     # -- revocation and loss --------------------------------------------------------------
 
-    def _finish_revoke(self, partitions: list[TopicPartition], offsets: dict[TopicPartition, int]) -> None:
+    def _finish_revoke(self, partitions: list[TopicPartition], offsets: dict[TopicPartition, int],
+                       commit_timeout_ms: int | None = None) -> None:
         try:
-            self._commit_quietly(offsets, "before revoking")
+            self._commit_quietly(offsets, "before revoking", commit_timeout_ms)
             self._call(self._on_revoke, partitions)
         finally:
             with self._lock:

@@ -356,6 +356,27 @@ def test_concurrent_closes_do_the_work_once_and_each_returns_when_it_is_done(bro
     assert len(revoked) == 1 and not any(closer.is_alive() for closer in closers)
 
 
+def test_close_called_again_from_on_revoke_returns(broker, admin, topic):
+    """on_revoke runs inside close(); a close() from it used to wait for the outer close
+    forever (and before that, recursed)."""
+    admin.create_topic(topic, partitions=1)
+    consumer = Consumer(broker.address, group_id="g-" + topic)
+    revoked = []
+
+    def on_revoke(partitions):
+        revoked.append(partitions)
+        consumer.close()
+
+    consumer.subscribe([topic], on_revoke=on_revoke)
+    deadline = time.monotonic() + 20
+    while not consumer.assignment() and time.monotonic() < deadline:
+        consumer.poll(timeout_ms=100)
+    closer = threading.Thread(target=consumer.close)
+    closer.start()
+    closer.join(30)
+    assert not closer.is_alive() and revoked == [[TopicPartition(topic, 0)]]
+
+
 def test_close_with_the_broker_down_returns_within_seconds(tmp_path):
     """A group member's auto-commit before leaving used to wait default_api_timeout_ms
     (60 s) for a dead broker, and the fetcher outlived close() retrying a lookup; the
