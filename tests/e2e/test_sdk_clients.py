@@ -171,7 +171,7 @@ def test_latest_consumer_sees_new_records_quickly(broker, admin, producer, topic
         records = consumer.poll(timeout_ms=5000)
         latency_s = time.monotonic() - acked
     assert [r.value for r in records] == [b"after"]
-    assert latency_s < 0.5
+    assert latency_s < 2  # well before the poll's 5 s (a loaded 2-core machine needs the margin)
 
 
 def test_iteration_and_polling_from_another_thread(broker, admin, producer, topic):

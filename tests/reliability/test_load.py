@@ -166,7 +166,12 @@ def test_a_stalled_consumer_does_not_grow_the_broker(tmp_path):
         stop = threading.Event()
         samples: list[int] = []
         sampler = _rss_sampler(broker, stop, samples)
-        stop.wait(1.5)  # the stalled consumer's fetcher has had time to do its worst
+        # The stalled consumer's fetcher has done its worst once its prefetch buffer is
+        # full (it fetches no more), with a few broker RSS samples taken meanwhile.
+        fetcher, deadline = consumer._fetcher, time.monotonic() + 30
+        while len(fetcher.buffer) < fetcher._max_buffered or len(samples) < 3:
+            assert time.monotonic() < deadline, "the stalled consumer's buffer never filled"
+            time.sleep(0.05)  # polling interval
         stop.set()
         sampler.join(5)
         grown = max(samples) - baseline

@@ -71,7 +71,7 @@ def connect_address(address: str) -> Client:
 
 
 def start_server(data_dir: Path, **kwargs) -> BrokerServer:
-    return BrokerServer(data_dir, "127.0.0.1:0", grace_s=2.0, **kwargs).start()
+    return BrokerServer(data_dir, "127.0.0.1:0", **{"grace_s": 2.0, **kwargs}).start()
 
 
 def batch(*values: bytes, timestamp_ms: int | None = None, keys: list[bytes | None] | None = None,

@@ -74,7 +74,7 @@ def test_second_broker_on_same_data_dir_is_refused(server, client):
 
 def test_stop_answers_waiting_fetches_promptly(data_dir):
     """A long-poll in flight when the server stops answers at once instead of holding shutdown."""
-    server = start_server(data_dir)
+    server = start_server(data_dir, grace_s=30.0)  # a fetch that held the stop would take the 30 s
     client = connect(server)
     client.create("w", 1)
     answer = {}
@@ -87,7 +87,7 @@ def test_stop_answers_waiting_fetches_promptly(data_dir):
         time.sleep(0.001)
     started = time.monotonic()
     server.stop()
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 10
     thread.join(timeout=5)
     assert answer["r"].batches == b""
     client.channel.close()

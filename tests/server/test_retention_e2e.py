@@ -159,8 +159,8 @@ def test_retention_by_bytes_with_a_consumer_reading_throughout(server, admin):
     with Consumer(server.address, auto_offset_reset="earliest", enable_auto_commit=False) as consumer:
         consumer.assign([TopicPartition("sized", 0)])
         consumer.seek_to_beginning()
-        offsets = []
-        while not offsets or offsets[-1] < 399:
+        offsets, deadline = [], time.monotonic() + 30
+        while (not offsets or offsets[-1] < 399) and time.monotonic() < deadline:
             offsets.extend(r.offset for r in consumer.poll(timeout_ms=1000))
     assert offsets == list(range(info.log_start_offset, 400))
 
@@ -175,10 +175,10 @@ def test_delete_records_moves_the_log_start_offset(server, admin):
     with Consumer(server.address, auto_offset_reset="earliest", enable_auto_commit=False) as consumer:
         consumer.assign([tp])
         consumer.seek(tp, 3)
-        records = []
-        while not records:
+        records, deadline = [], time.monotonic() + 30
+        while not records and time.monotonic() < deadline:
             records = consumer.poll(timeout_ms=1000)
-    assert records[0].offset == 70 and records[0].value == b"v70"
+    assert records and records[0].offset == 70 and records[0].value == b"v70"
     wait_checks(server)  # retention (delete policy, 7 days) leaves the rest alone
     assert partition0(admin, "trimmed").log_start_offset == 70
 
@@ -197,8 +197,8 @@ def read_from_beginning(address: str, topic: str, end_offset: int):
     with Consumer(address, auto_offset_reset="earliest", enable_auto_commit=False) as consumer:
         consumer.assign([TopicPartition(topic, 0)])
         consumer.seek_to_beginning()
-        records = []
-        while not records or records[-1].offset < end_offset - 1:
+        records, deadline = [], time.monotonic() + 30
+        while (not records or records[-1].offset < end_offset - 1) and time.monotonic() < deadline:
             records.extend(consumer.poll(timeout_ms=1000))
     return records
 

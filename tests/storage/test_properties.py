@@ -182,7 +182,7 @@ class LogMachine(RuleBasedStateMachine):
             self.log_start, self.log_end, self.log_end)
         segments = log.segments()
         assert log.size_bytes == sum(s.size_bytes for s in segments)
-        assert segments[0].base_offset <= max(self.log_start, segments[0].base_offset)
+        assert segments[0].base_offset <= self.log_start  # the log start lies in the first segment
         assert segments[-1].is_active and segments[-1].next_offset == self.log_end
 
 
