@@ -11,7 +11,21 @@ from __future__ import annotations
 
 import pytest
 
+from broker_process import BrokerProcess
 from server.helpers import connect
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    """A real ``logd serve`` subprocess (``broker_process.BrokerProcess``) for the whole
+    test module; a directory or module may define its own ``broker`` instead."""
+    root = tmp_path_factory.mktemp("broker")
+    process = BrokerProcess(root / "data", root / "broker.log").start()
+    try:
+        yield process
+    finally:
+        process.stop()
+        process.kill()
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Fixtures of the end-to-end tests: a real ``logd serve`` subprocess per test module.
+"""Fixtures of the end-to-end tests, beside ``broker`` (tests/conftest.py: a real ``logd
+serve`` subprocess per test module).
 
 See ``tests/broker_process.py`` (``BrokerProcess``): started as ``python -m logd.cli serve``
 on a free port with a temp data dir, ready when grpc.health.v1 reports SERVING, stopped by PID.
@@ -11,20 +12,7 @@ import time
 
 import pytest
 
-from broker_process import BrokerProcess
 from logd_sdk import Admin
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    """A broker for the whole test module."""
-    root = tmp_path_factory.mktemp("broker")
-    process = BrokerProcess(root / "data", root / "broker.log").start()
-    try:
-        yield process
-    finally:
-        process.stop()
-        process.kill()
 
 
 @pytest.fixture(scope="module")

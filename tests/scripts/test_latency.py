@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from logd_sdk import Admin
-from tests.broker_process import BrokerProcess
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
@@ -17,16 +16,6 @@ sys.path.insert(0, str(SCRIPTS))
 import latency  # noqa: E402
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    root = tmp_path_factory.mktemp("latency")
-    process = BrokerProcess(root / "data", root / "broker.log").start()
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 @pytest.mark.parametrize("consumer_process", [False, True], ids=["thread", "process"])
