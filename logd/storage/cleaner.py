@@ -430,7 +430,7 @@ class LogCleaner:
         base_offset, end_offset = group[0].base_offset, group[-1].next_offset
         writer = CleanedSegmentWriter(self._fs, log.directory, base_offset, end_offset,
                                       log.config.index_interval_bytes, group[0].created_ms)
-        removed = tombstones_removed = 0
+        removed = tombstones_removed = emptied_dropped = 0
         first_tombstone = -1
         # The log's last record always stays (it is its key's latest; only the tombstone
         # rule could remove it): a gap at the very end would leave reads below the high
@@ -459,16 +459,22 @@ class LogCleaner:
                                 first_tombstone = record.offset
                     kept.append(record)
                 removed += len(records) - len(kept)
+                if not kept and header.base_offset not in keep and header.last_offset != last_offset:
+                    # No record left: the batch goes, also one a former pass emptied and
+                    # kept for a producer that has written newer batches since.
+                    emptied_dropped += not records
+                    continue
                 if len(kept) == len(records):
                     writer.append(data, header.base_offset, header.next_offset, header.max_timestamp)
-                elif kept or header.base_offset in keep:
-                    # A producer's newest batch stays even with no record left (empty, as in
-                    # Kafka): its header's sequence range is what a rebuilt producer state
-                    # needs (rebuild_batch keeps the last offset delta). Keeping a superseded
-                    # record instead brought a deleted key back once its tombstone went.
+                else:
+                    # Some records left, or none in a producer's newest batch: that one stays
+                    # empty (as in Kafka), since its header's sequence range is what a rebuilt
+                    # producer state needs (rebuild_batch keeps the last offset delta).
+                    # Keeping a superseded record instead brought a deleted key back once
+                    # its tombstone went.
                     writer.append(rebuild_batch(header, kept), header.base_offset, header.next_offset,
                                   header.max_timestamp)
-            if removed == 0 and len(group) == 1:
+            if removed == 0 and emptied_dropped == 0 and len(group) == 1:
                 writer.abort()  # nothing to gain from swapping in the same bytes
             else:
                 cleaned = writer.finish(_newest_modification_ns(group))

@@ -542,3 +542,35 @@ def test_compaction_keeps_each_producers_newest_batch_emptied_and_revives_no_key
         assert [value for _, value in harness.values()] == [b"a", b"x", b"c", b"d"]
     finally:
         harness.close()
+
+
+def test_an_emptied_batch_goes_once_its_producer_has_written_newer_ones(tmp_path):
+    """A batch compaction emptied and kept as its producer's newest went on being copied,
+    empty, by every later pass (nothing in it left to remove), after the producer had
+    written newer batches: one dead header per such batch, forever."""
+    from logd.storage import CleanerConfig, CompactionPolicy, LogCleaner
+
+    harness = Harness(tmp_path / "data")
+    harness.create(**{"cleanup.policy": "compact"})
+
+    def keyed(key: bytes, value: bytes, **producer: int) -> bytes:
+        return codec.encode_batch([(1_700_000_000_000, key, value, None)], **producer)
+
+    emptied = harness.offset_of(keyed(b"A", b"a", producer_id=7, producer_epoch=0, base_sequence=0))
+    harness.offset_of(keyed(b"A", b"a2"))
+    log = harness.partition.log
+    log.roll()
+    harness.offset_of(keyed(b"Z", b"z"))
+    cleaner = LogCleaner(CleanerConfig(duty_cycle=1.0))
+    policy = CompactionPolicy(min_compaction_lag_ms=0, delete_retention_ms=86_400_000, min_cleanable_dirty_ratio=0.0)
+    cleaner.clean(log, policy, 1_700_000_001_000)
+    assert emptied in {h.base_offset: h for h in log.batch_headers(0) if h.records_count == 0}
+    harness.offset_of(keyed(b"B", b"b", producer_id=7, producer_epoch=0, base_sequence=1))  # its newest now
+    log.roll()
+    harness.offset_of(keyed(b"Y", b"y"))
+    cleaner.clean(log, policy, 1_700_000_002_000)
+    try:
+        assert emptied not in [h.base_offset for h in log.batch_headers(0)]
+        assert [value for _, value in harness.values()] == [b"a2", b"z", b"b", b"y"]
+    finally:
+        harness.close()
