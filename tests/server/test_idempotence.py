@@ -506,29 +506,48 @@ def test_a_retry_answered_from_the_producer_state_waits_until_the_original_is_du
     log.close()
 
 
+def keyed(key: bytes, value: bytes | None, **producer: int) -> bytes:
+    """One keyed record (a tombstone with value None); ``producer``: producer_id, epoch, sequence."""
+    return codec.encode_batch([(1_700_000_000_000, key, value, None)], **producer)
+
+
+def compacted_harness(tmp_path) -> Harness:
+    harness = Harness(tmp_path / "data")
+    harness.create(**{"cleanup.policy": "compact"})
+    return harness
+
+
+def eager_policy(delete_retention_ms: int):
+    from logd.storage import CompactionPolicy
+
+    return CompactionPolicy(min_compaction_lag_ms=0, delete_retention_ms=delete_retention_ms,
+                            min_cleanable_dirty_ratio=0.0)
+
+
+def roll_then_append(harness: Harness, key: bytes, value: bytes) -> PartitionLog:
+    """Roll the partition's log, then append one record: what came before is cleanable."""
+    log = harness.partition.log
+    log.roll()
+    harness.offset_of(keyed(key, value))
+    return log
+
+
 def test_compaction_keeps_each_producers_newest_batch_emptied_and_revives_no_key(tmp_path):
     """A producer's newest batch whose records later versions all superseded used to be
     dropped whole: producer state rebuilt from the headers (no usable snapshot) then
     expected an older sequence and refused the producer's next batch as out of order.
     It stays, with no record: keeping its superseded record instead brought a deleted
     key back once the key's tombstone had gone."""
-    from logd.storage import CleanerConfig, CompactionPolicy, LogCleaner
+    from logd.storage import CleanerConfig, LogCleaner
 
-    harness = Harness(tmp_path / "data")
-    harness.create(**{"cleanup.policy": "compact"})
-
-    def keyed(key: bytes, value: bytes | None, **producer: int) -> bytes:
-        return codec.encode_batch([(1_700_000_000_000, key, value, None)], **producer)
-
+    harness = compacted_harness(tmp_path)
     assert harness.produce(keyed(b"A", b"a", producer_id=7, producer_epoch=0, base_sequence=0)).error is None
     newest = harness.offset_of(keyed(b"B", b"b", producer_id=7, producer_epoch=0, base_sequence=1))
     harness.offset_of(keyed(b"B", None))  # another writer deletes the producer's newest record's key
     harness.offset_of(keyed(b"X", b"x"))
-    log = harness.partition.log
-    log.roll()
-    harness.offset_of(keyed(b"C", b"c"))
+    log = roll_then_append(harness, b"C", b"c")
     cleaner = LogCleaner(CleanerConfig(duty_cycle=1.0))
-    policy = CompactionPolicy(min_compaction_lag_ms=0, delete_retention_ms=1000, min_cleanable_dirty_ratio=0.0)
+    policy = eager_policy(delete_retention_ms=1000)
     assert cleaner.clean(log, policy, 1_700_000_001_000).records_removed == 1  # b; the tombstone is recent
     assert cleaner.clean(log, policy, 1_700_000_100_000).tombstones_removed == 1  # past delete.retention.ms
     headers = {h.base_offset: h for h in log.batch_headers(0)}
@@ -548,26 +567,18 @@ def test_an_emptied_batch_goes_once_its_producer_has_written_newer_ones(tmp_path
     """A batch compaction emptied and kept as its producer's newest went on being copied,
     empty, by every later pass (nothing in it left to remove), after the producer had
     written newer batches: one dead header per such batch, forever."""
-    from logd.storage import CleanerConfig, CompactionPolicy, LogCleaner
+    from logd.storage import CleanerConfig, LogCleaner
 
-    harness = Harness(tmp_path / "data")
-    harness.create(**{"cleanup.policy": "compact"})
-
-    def keyed(key: bytes, value: bytes, **producer: int) -> bytes:
-        return codec.encode_batch([(1_700_000_000_000, key, value, None)], **producer)
-
+    harness = compacted_harness(tmp_path)
     emptied = harness.offset_of(keyed(b"A", b"a", producer_id=7, producer_epoch=0, base_sequence=0))
     harness.offset_of(keyed(b"A", b"a2"))
-    log = harness.partition.log
-    log.roll()
-    harness.offset_of(keyed(b"Z", b"z"))
+    log = roll_then_append(harness, b"Z", b"z")
     cleaner = LogCleaner(CleanerConfig(duty_cycle=1.0))
-    policy = CompactionPolicy(min_compaction_lag_ms=0, delete_retention_ms=86_400_000, min_cleanable_dirty_ratio=0.0)
+    policy = eager_policy(delete_retention_ms=86_400_000)
     cleaner.clean(log, policy, 1_700_000_001_000)
     assert emptied in {h.base_offset: h for h in log.batch_headers(0) if h.records_count == 0}
     harness.offset_of(keyed(b"B", b"b", producer_id=7, producer_epoch=0, base_sequence=1))  # its newest now
-    log.roll()
-    harness.offset_of(keyed(b"Y", b"y"))
+    roll_then_append(harness, b"Y", b"y")
     cleaner.clean(log, policy, 1_700_000_002_000)
     try:
         assert emptied not in [h.base_offset for h in log.batch_headers(0)]
