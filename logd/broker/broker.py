@@ -120,6 +120,9 @@ class Broker:
         self._flush_pool = ThreadPoolExecutor(max_workers=_FLUSH_THREADS, thread_name_prefix="logd-flush")
         #: The data directory is on a read-only file system: reads only (see ``open``).
         self.read_only = False
+        #: Called with a topic's name once it is deleted (the group coordinator drops the
+        #: groups' committed offsets of it).
+        self.topic_deleted_listeners: list[Callable[[str], None]] = []
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -209,6 +212,11 @@ class Broker:
         self._require_writable()
         _check_writable(name, internal)
         self.topics.delete(name)
+        for listener in list(self.topic_deleted_listeners):
+            try:
+                listener(name)
+            except Exception:  # the topic is gone either way; say what was left behind
+                log.exception("after deleting topic %s, a listener failed", name)
 
     # -- producer ids ---------------------------------------------------------------------
 

@@ -118,6 +118,16 @@ class GroupCoordinator:
         """Refused with GroupNotEmptyError while the group has members."""
         self._run(lambda now_ms: self._manager.delete_group(group_id, now_ms=now_ms))
 
+    def forget_topic(self, topic: str) -> None:
+        """The topic was deleted: drop every group's committed offsets of it."""
+        self._run(lambda now_ms: self._manager.forget_topics([topic]))
+
+    def forget_missing_topics(self, exists: Callable[[str], bool]) -> None:
+        """At start-up: drop the offsets of topics deleted before their offsets were
+        (a crash between the two, or a broker older than this rule)."""
+        self._run(lambda now_ms: self._manager.forget_topics(
+            [topic for topic in self._manager.offset_topics() if not exists(topic)]))
+
     def expire(self) -> int:
         """Evict members whose session ended; returns how many records that wrote.
         Called every ~100 ms by the server's ticker."""

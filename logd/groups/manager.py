@@ -315,6 +315,9 @@ class GroupMetadataManager:
                     "may commit only to a group without members")
         else:
             self._check_commit_from_member(group, member_id, member_epoch, offsets)
+        for topic in sorted({tp.topic for tp in offsets}):
+            if self._partition_count(topic) == 0:  # deleted meanwhile: its offsets are gone
+                raise UnknownTopicError(f"topic {topic!r} does not exist")
         group = self._group_for_offsets(group_id)
         for tp, committed in offsets.items():
             group.offsets[tp] = committed
@@ -386,6 +389,21 @@ class GroupMetadataManager:
         self._pending.extend((offset_key(group_id, tp), None) for tp in sorted(group.offsets))
         self._dirty.add(group_id)
         return self.take_records(), None
+
+    def forget_topics(self, topics: Iterable[str]) -> tuple[Records, None]:
+        """Drop every group's committed offsets of ``topics`` (deleted: a topic created
+        again under the name starts at offset 0, so old offsets would skip its first
+        records, silently). Kafka's coordinator does the same."""
+        gone = set(topics)
+        for group_id, group in self._groups.items():
+            for tp in sorted(tp for tp in group.offsets if tp.topic in gone):
+                del group.offsets[tp]
+                self._pending.append((offset_key(group_id, tp), None))
+        return self.take_records(), None
+
+    def offset_topics(self) -> set[str]:
+        """The topics some group has committed offsets of."""
+        return {tp.topic for group in self._groups.values() for tp in group.offsets}
 
     def _check_empty(self, group_id: str, now_ms: int, action: str) -> None:
         group = self._groups.get(group_id)

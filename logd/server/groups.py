@@ -205,7 +205,12 @@ def coordinator_for_broker(broker) -> GroupCoordinator:
             return None
         return found.partitions[partition].log.high_watermark
 
-    return GroupCoordinator(offsets_log, partition_count, log_end_offset)
+    coordinator = GroupCoordinator(offsets_log, partition_count, log_end_offset)
+    # A deleted topic's offsets go with it (a topic created again starts at offset 0):
+    # those of topics deleted before (a crash in between) at once, the others on deletion.
+    coordinator.forget_missing_topics(lambda name: broker.topics.get(name) is not None)
+    broker.topic_deleted_listeners.append(coordinator.forget_topic)
+    return coordinator
 
 
 class GroupServiceExtension:

@@ -33,6 +33,8 @@ from logd_sdk._errors import (
     InvalidGroupIdError,
     LogdError,
     NotAssignedError,
+    PartitionNotFoundError,
+    TopicNotFoundError,
     UnknownMemberError,
 )
 from logd_sdk._fetcher import EARLIEST, LATEST, Fetcher, fetch_committed, list_offsets
@@ -233,7 +235,10 @@ class Consumer:
                     raise NotAssignedError("no partitions are assigned: call assign() or subscribe() first")
                 failed = self._subs.first_error()
                 if failed is not None:
-                    raise failed[1].with_traceback(None)
+                    tp, error = failed
+                    if isinstance(error, (TopicNotFoundError, PartitionNotFoundError)):
+                        self._subs.assignment[tp].error = None  # once: see SubscriptionState.lose_topic
+                    raise error.with_traceback(None)
                 records = self._fetcher.drain_locked(limit)
                 if records:
                     return records

@@ -59,6 +59,8 @@ from logd_sdk._errors import (
     LogdError,
     LogdTimeoutError,
     OffsetOutOfRangeError,
+    PartitionNotFoundError,
+    TopicNotFoundError,
     UnsupportedVersionError,
 )
 from logd_sdk._request_stream import RequestStream
@@ -74,6 +76,8 @@ LATEST = -1
 #: Bounds of a single Fetch's long poll (see the module docstring).
 MIN_WAIT_SLICE_MS = 4
 MAX_WAIT_SLICE_MS = 100
+#: A partition's topic (or the partition) does not exist now: see ``SubscriptionState.lose_topic``.
+_TOPIC_GONE = (TopicNotFoundError, PartitionNotFoundError)
 _RECORD = struct.Struct("<IiiiH")
 _U16 = struct.Struct("<H")
 _I32 = struct.Struct("<i")
@@ -366,7 +370,9 @@ class Fetcher(threading.Thread):
                 state = self._subs.assignment.get(tp)
                 if state is None or tp not in pending or state.epoch != pending[tp][1]:
                     continue  # seeked or unassigned meanwhile
-                if error is not None:
+                if isinstance(error, _TOPIC_GONE):
+                    self._subs.lose_topic(tp, error, now, self._retry_backoff_ms)
+                elif error is not None:
                     state.reset_to = None
                     state.error = error
                 else:
@@ -504,6 +510,8 @@ class Fetcher(threading.Thread):
                     # Fetched again after a backoff: the broker answers such a partition at
                     # once, so without one the fetcher spun (and cut the long poll of the others).
                     state.back_off(time.monotonic(), self._retry_backoff_ms)
+                elif isinstance(error, _TOPIC_GONE):
+                    self._subs.lose_topic(tp, error, time.monotonic(), self._retry_backoff_ms)
                 else:
                     state.error = error
             if completed:

@@ -204,6 +204,19 @@ class SubscriptionState:
         """When the first partition backing off may be fetched or looked up again."""
         return min((s.retry_at for s in self.assignment.values() if s.retry_at and s.wants_fetcher), default=None)
 
+    def lose_topic(self, tp: TopicPartition, error: LogdError, now: float, backoff_ms: int) -> None:
+        """``tp``'s topic or partition does not exist now (deleted, perhaps being created
+        again): ``error`` is for ``poll`` to report once (it was sticky, and blocked every
+        other partition for good); meanwhile the position is looked up again after a
+        backoff, from the committed offset or ``auto_offset_reset``, so the consumer
+        resumes once the topic is back. Kafka retries UNKNOWN_TOPIC_OR_PARTITION alike."""
+        state = self.assignment[tp]
+        retries = state.retries
+        state.request_reset(self._initial())
+        state.retries = retries
+        state.back_off(now, backoff_ms)
+        state.error = error
+
     def first_error(self) -> tuple[TopicPartition, LogdError] | None:
         for tp, state in self.assignment.items():
             if state.error is not None:

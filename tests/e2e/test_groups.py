@@ -448,6 +448,25 @@ def test_a_commit_whose_epoch_two_assignment_changes_made_stale_is_sent_again(br
             consumer.close()
 
 
+def test_a_topic_created_again_is_read_from_its_start_not_from_the_old_commits(broker, topic, group):
+    """A deleted topic's committed offsets used to survive it: a group then skipped the
+    first records of a topic created again under the name (here 0-49), silently."""
+    with Admin(broker.address) as admin:
+        admin.create_topic(topic, partitions=1)
+        with Consumer(broker.address, group_id=group, enable_auto_commit=False) as consumer:
+            consumer.assign([TopicPartition(topic, 0)])
+            consumer.commit({TopicPartition(topic, 0): 50})
+        admin.delete_topic(topic)
+        admin.create_topic(topic, partitions=1)
+        assert admin.describe_group(group).offsets == {}
+    produce(broker.address, topic, 60)
+    with Consumer(broker.address, group_id=group, auto_offset_reset="earliest") as consumer:
+        consumer.subscribe([topic])
+        got = []
+        wait_until(lambda: got.extend(consumer.poll(timeout_ms=100)) or len(got) >= 60, SETTLE_S, "60 records")
+    assert [record.offset for record in got] == list(range(60))
+
+
 def test_describe_shows_an_unknown_lag_before_the_first_commit(broker, topic, group):
     """A member that has committed nothing: committed None and lag -1 in the SDK and the
     JSON, '-' for both in the table (as Kafka's tool), never a lag of -1 read as a number."""

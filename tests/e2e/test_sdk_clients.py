@@ -400,3 +400,39 @@ def test_close_with_the_broker_down_returns_within_seconds(tmp_path):
         assert not consumer._fetcher.is_alive()
     finally:
         broker.kill()
+
+
+def test_a_consumer_rides_through_its_topic_being_deleted_and_created_again(broker, admin, topic):
+    """A deleted topic's TOPIC_NOT_FOUND used to stick to its partitions: poll raised it at
+    once, for ever (hundreds of thousands of times a minute), even after the topic was
+    created again, and the consumer's other topics got nothing either. poll now reports
+    it once per lookup (backing off), the other topics go on, and once the topic is back
+    the consumer resumes per auto_offset_reset."""
+    other = topic + "-other"
+    admin.create_topic(topic)
+    admin.create_topic(other)
+    with Producer(broker.address, linger_ms=1) as producer, \
+            Consumer(broker.address, auto_offset_reset="earliest", retry_backoff_ms=50) as consumer:
+        consumer.assign([TopicPartition(topic, 0), TopicPartition(other, 0)])
+        producer.send(topic, b"old").result(timeout=10)
+        admin.delete_topic(topic)
+        admin.create_topic(topic)  # the same name again: it starts empty, at offset 0
+        admin.delete_topic(topic)
+        errors, got = 0, []
+
+        def poll_until(done, what):
+            nonlocal errors
+            deadline = time.monotonic() + 20
+            while not done() and time.monotonic() < deadline:
+                try:
+                    got.extend((r.topic, r.value) for r in consumer.poll(timeout_ms=200))
+                except TopicNotFoundError:
+                    errors += 1
+            assert done(), what
+
+        producer.send(other, b"still flowing").result(timeout=10)
+        poll_until(lambda: (other, b"still flowing") in got, "the other topic's record while the topic is gone")
+        admin.create_topic(topic)
+        producer.send(topic, b"new").result(timeout=10)
+        poll_until(lambda: (topic, b"new") in got, "the new topic's record")
+        assert errors < 100, errors  # reported per lookup with a backoff, not in a loop

@@ -14,6 +14,7 @@ from logd.groups import (
     TopicPartition,
     UnknownMemberError,
 )
+from logd.groups.errors import UnknownTopicError
 from logd.groups.records import decode_key, decode_offset_value
 
 from .sim import FakeClock, SimMember, sequential_ids, tps
@@ -195,3 +196,22 @@ def test_evicted_members_no_longer_block_delete(manager, clock):
     clock.advance(60_000)
     manager.delete_group("g", now_ms=clock.now_ms)
     assert manager.list_groups() == []
+
+
+def test_a_deleted_topics_offsets_are_forgotten_and_new_commits_to_it_refused():
+    """A topic created again under a deleted one's name starts at offset 0: the groups'
+    old committed offsets used to survive, and a group then skipped its first records
+    silently. They go (with tombstones), and a commit to a missing topic is refused."""
+    counts = {"t": 1, "u": 1}
+    manager = GroupMetadataManager(lambda topic: counts.get(topic, 0), member_id_factory=sequential_ids())
+    t0, u0 = TopicPartition("t", 0), TopicPartition("u", 0)
+    for group in ("g1", "g2"):
+        manager.commit_offsets(group, "", -1, {t0: OffsetAndMetadata(50), u0: OffsetAndMetadata(7)}, now_ms=0)
+    assert manager.offset_topics() == {"t", "u"}
+    del counts["t"]
+    records, _ = manager.forget_topics(["t"])
+    assert sorted((decode_key(key).group_id, decode_key(key).tp, value) for key, value in records) == [
+        ("g1", t0, None), ("g2", t0, None)]
+    assert manager.fetch_committed_offsets("g1") == {u0: 7} and manager.offset_topics() == {"u"}
+    with pytest.raises(UnknownTopicError, match="'t' does not exist"):
+        manager.commit_offsets("g1", "", -1, {t0: OffsetAndMetadata(3)}, now_ms=0)

@@ -92,7 +92,7 @@ def test_committed_offsets_survive_a_restart_on_real_storage(tmp_path):
     """Offsets committed through a coordinator on a real PartitionLog are there after close and reopen."""
     config = LogConfig(segment_bytes=1024, index_interval_bytes=128)
     clock = FakeClock()
-    counts = {"t": 4}
+    counts = {"t": 4, "x": 1}
     expected = {}
 
     def coordinator_on(log):
