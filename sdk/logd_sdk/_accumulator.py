@@ -58,7 +58,7 @@ class ProducerBatch:
         self.retry_at = 0.0
         self.deadline = now + delivery_timeout_s
         self.encoded: bytes | None = None  # the batch bytes, built once (kept for retries)
-        self.payload: bytes | None = None  # the compressed records, if compressed ahead
+        self.payload: tuple[bytes, int] | None = None  # (records, codec), if compressed ahead
 
     def compress_ahead(self, codec_id: int) -> None:
         """Compress the records of a closed batch now (the producing thread does this for a
@@ -69,19 +69,18 @@ class ProducerBatch:
         """
         parts = self.parts
         if self.encoded is None and self.payload is None and parts:
-            payload = codec.compress(b"".join(parts), codec_id)
+            payload = codec.compress_if_smaller(b"".join(parts), codec_id)
             if self.encoded is None:
                 self.payload = payload
 
     def encode(self, codec_id: int, producer_id: int, producer_epoch: int, base_sequence: int) -> bytes:
-        """The batch bytes (header + compressed records); built on first call."""
+        """The batch bytes (header + compressed records, or the records as they are when
+        compressing did not shrink them); built on first call."""
         if self.encoded is None:
-            payload = self.payload
-            if payload is None:
-                payload = codec.compress(b"".join(self.parts), codec_id)
+            payload, payload_codec = self.payload or codec.compress_if_smaller(b"".join(self.parts), codec_id)
             self.encoded = codec.build_batch(
                 payload, self.count, last_offset_delta=self.count - 1,
-                first_timestamp=self.first_timestamp, max_timestamp=self.max_timestamp, codec=codec_id,
+                first_timestamp=self.first_timestamp, max_timestamp=self.max_timestamp, codec=payload_codec,
                 producer_id=producer_id, producer_epoch=producer_epoch, base_sequence=base_sequence,
                 compressed=True,
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from logd_sdk._errors import InvalidConfigError
 from logd_sdk._transport import Transport, error_from_proto
 from logd_sdk._types import (
     GroupDescription,
@@ -37,10 +38,24 @@ def config_to_strings(config: Mapping[str, object] | None) -> dict[str, str]:
     return out
 
 
+_INT32_LIMIT = 1 << 31  # the wire's partition counts are int32
+
+
 def _check_name(name: object, what: str = "topic") -> str:
     if not isinstance(name, str):
         raise TypeError(f"{what} name must be a str, got {type(name).__name__}")
     return name
+
+
+def _check_partition_count(count: object, what: str) -> int:
+    """A partition count for the wire (int32): bigger ones are refused here, as the
+    broker refuses any it does not allow, with InvalidConfigError (protobuf raised a
+    ValueError that named no field)."""
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise TypeError(f"{what} must be an int, got {count!r}")
+    if not -_INT32_LIMIT <= count < _INT32_LIMIT:  # the broker checks the rest
+        raise InvalidConfigError(f"the number of partitions must be between 1 and the broker's limit, got {count}")
+    return count
 
 
 def _check_tp(tp: object) -> TopicPartition:
@@ -75,8 +90,7 @@ class Admin:
     def create_topic(self, name: str, partitions: int = 1, config: Mapping[str, str] | None = None) -> None:
         """Create a topic. Raises TopicAlreadyExistsError, InvalidTopicError, InvalidConfigError."""
         _check_name(name)
-        if isinstance(partitions, bool) or not isinstance(partitions, int):
-            raise TypeError(f"partitions must be an int, got {partitions!r}")
+        _check_partition_count(partitions, "partitions")
         request = topics_pb2.CreateTopicRequest(name=name, partitions=partitions, config=config_to_strings(config))
         # Not idempotent: a timed-out create may have happened; retrying would say "exists".
         self._transport.call(self._transport.topics.CreateTopic, request, idempotent=False)
@@ -98,8 +112,7 @@ class Admin:
 
     def create_partitions(self, name: str, total: int) -> None:
         """Grow a topic to ``total`` partitions (shrinking raises InvalidConfigError)."""
-        if isinstance(total, bool) or not isinstance(total, int):
-            raise TypeError(f"total must be an int, got {total!r}")
+        _check_partition_count(total, "total")
         request = topics_pb2.CreatePartitionsRequest(name=_check_name(name), total=total)
         self._transport.call(self._transport.topics.CreatePartitions, request, idempotent=False)
 

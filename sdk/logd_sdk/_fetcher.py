@@ -437,12 +437,13 @@ class Fetcher(threading.Thread):
     def _fetch(self, targets: list[tuple[TopicPartition, int, int]]) -> None:
         if len(targets) > 1:
             # The broker fills the response's byte budget in request order: each fetch
-            # starts one partition further on, or the partitions at the end of a fixed
-            # order would get nothing while the first ones have a backlog (Kafka's
-            # consumer rotates its fetch order likewise, KIP-74).
+            # starts after the partitions the last one got data from, or those at the
+            # end of a fixed order would get nothing while the first ones have a backlog
+            # (Kafka's consumer rotates its fetch order likewise, KIP-74). One place per
+            # fetch made the last of N partitions with a backlog wait N fetches.
             start = self._fetch_rotation % len(targets)
             targets = targets[start:] + targets[:start]
-            self._fetch_rotation = start + 1
+            self._fetch_rotation = start + 1  # at least one on; the answer moves it past those served
         slice_ms = self._wait_slice_ms
         request = log_pb2.FetchRequest(
             partitions=[log_pb2.FetchRequest.PartitionRequest(topic=tp.topic, partition=tp.partition, offset=offset,
@@ -458,6 +459,9 @@ class Fetcher(threading.Thread):
             raise error_from_rpc(exc, self._transport.target) from None
         requested = {tp: (epoch, offset) for tp, epoch, offset in targets}
         outcomes = [self._process(data, requested) for data in response.partitions]
+        served = sum(1 for data in response.partitions if data.batches)
+        if served > 1:
+            self._fetch_rotation += served - 1
         self._apply(outcomes)
         if not any(data.batches for data in response.partitions):
             with self.lock:

@@ -70,6 +70,8 @@ def normalize_headers(headers: HeadersArg) -> list[tuple[bytes, bytes | None]]:
         if len(encoded) > 0xFFFF:
             raise ValueError(f"header key {key[:20]!r}... is longer than 65535 bytes")
         out.append((encoded, value))
+    if len(out) > 0xFFFF:  # the record format counts them in 16 bits
+        raise ValueError(f"a record has at most 65535 headers, got {len(out)}")
     return out
 
 

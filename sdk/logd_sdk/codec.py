@@ -275,6 +275,16 @@ def compress(data: bytes, codec: int) -> bytes:
     return compressed
 
 
+def compress_if_smaller(data: bytes, codec: int) -> tuple[bytes, int]:
+    """``(payload, codec used)``: ``data`` compressed with ``codec``, or ``data`` itself
+    with CODEC_NONE when compressing did not make it smaller (incompressible records:
+    zstd's framing would push a batch at the size limit over it)."""
+    compressed = compress(data, codec)
+    if codec != CODEC_NONE and len(compressed) >= len(data):
+        return data, CODEC_NONE
+    return compressed, codec
+
+
 def decompress(data: bytes | memoryview, codec: int) -> bytes:
     if codec == CODEC_NONE:
         return bytes(data)

@@ -63,7 +63,7 @@ def test_bad_topic_names_are_invalid_topic(admin, name):
 
 
 @pytest.mark.parametrize("partitions,config", [
-    (-1, None), (1, {"no.such.key": "1"}), (1, {"retention.ms": "soon"}), (1, {"cleanup.policy": "shred"}),
+    (-1, None), (3_000_000_000, None), (1, {"no.such.key": "1"}), (1, {"retention.ms": "soon"}), (1, {"cleanup.policy": "shred"}),
     (1, {"segment.bytes": "100"}), (1, {"max.message.bytes": "-5"}),
 ])
 def test_bad_configs_and_partition_counts_are_invalid_config(admin, topic, partitions, config):
@@ -79,6 +79,8 @@ def test_refusals_on_existing_and_missing_topics(admin, topic):
         admin.create_topic(topic)
     with pytest.raises(InvalidConfigError):
         admin.create_partitions(topic, total=1)
+    with pytest.raises(InvalidConfigError):  # beyond the wire's int32: protobuf's untyped ValueError
+        admin.create_partitions(topic, total=1 << 31)
     with pytest.raises(InvalidConfigError):
         admin.alter_topic_config(topic, {"retention.ms": "-7x"})
     for call in (lambda: admin.describe_topic(topic + "-missing"), lambda: admin.delete_topic(topic + "-missing"),

@@ -283,6 +283,8 @@ def test_producer_refusals(broker, admin, producer, topic):
         producer.send(topic, value=b"v", headers={1: b"x"})  # type: ignore[dict-item]
     with pytest.raises(TypeError):
         producer.send(topic, value=b"v", headers=[("k", "text")])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="at most 65535 headers"):  # was struct.error, untyped
+        producer.send(topic, value=b"v", headers=[("h", b"")] * 65536)
     # Many small records batch up past max.message.bytes only as separate batches.
     futures = [producer.send(topic, value=b"y" * 500, partition=0) for _ in range(20)]
     assert [f.result(timeout=10).offset for f in futures] == list(range(20))
@@ -298,6 +300,23 @@ def test_records_to_a_topic_deleted_meanwhile_fail_with_topic_not_found(broker, 
             producer.send(topic, value=b"b").result(timeout=10)
         with pytest.raises(TopicNotFoundError):  # the cache was dropped: refused at send
             producer.send(topic, value=b"c")
+
+
+def test_an_incompressible_record_at_the_size_limit_is_accepted_with_zstd(broker, admin, topic):
+    """zstd's framing made an incompressible batch larger than its records: the largest
+    record the producer's own check lets through was refused by the broker. A batch
+    that compression does not shrink now goes uncompressed."""
+    admin.create_topic(topic, config={"max.message.bytes": "4096"})
+    with Producer(broker.address, compression="zstd") as producer:
+        for size in range(4096, 3900, -1):  # down to the largest value the producer accepts
+            try:
+                future = producer.send(topic, value=os.urandom(size))
+            except RecordTooLargeError:
+                continue
+            assert future.result(timeout=10).offset == 0
+            break
+        else:
+            pytest.fail("the producer refused every size")
 
 
 def test_consumer_refusals(broker, admin, topic):
