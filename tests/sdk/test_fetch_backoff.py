@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
-import grpc
 import pytest
 
 from logd_sdk import Consumer, TopicPartition, codec
 from logd_sdk.protocol import common_pb2, log_pb2, log_pb2_grpc
+from scripted_log import serve_log_service
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -82,11 +81,8 @@ class ScriptedLog(log_pb2_grpc.LogServiceServicer):
 @pytest.fixture
 def scripted():
     servicer = ScriptedLog()
-    server = grpc.server(ThreadPoolExecutor(max_workers=8))
-    log_pb2_grpc.add_LogServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield servicer, f"127.0.0.1:{port}"
+    server, address = serve_log_service(servicer)
+    yield servicer, address
     server.stop(0)
 
 

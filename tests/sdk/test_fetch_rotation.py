@@ -6,13 +6,12 @@ within about N/2 fetches, not N as when the order moved one place per fetch."""
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
-import grpc
 import pytest
 
 from logd_sdk import Consumer, TopicPartition, codec
 from logd_sdk.protocol import log_pb2, log_pb2_grpc
+from scripted_log import serve_log_service
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -60,12 +59,9 @@ class Backlogged(log_pb2_grpc.LogServiceServicer):
 
 def test_every_partition_with_a_backlog_is_reached_within_about_half_as_many_fetches():
     servicer = Backlogged()
-    server = grpc.server(ThreadPoolExecutor(max_workers=4))
-    log_pb2_grpc.add_LogServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    server, address = serve_log_service(servicer)
     try:
-        with Consumer(f"127.0.0.1:{port}", auto_offset_reset="earliest") as consumer:
+        with Consumer(address, auto_offset_reset="earliest") as consumer:
             consumer.assign([TopicPartition("t", p) for p in range(PARTITIONS)])
             seen: set[int] = set()
             for _ in range(200):

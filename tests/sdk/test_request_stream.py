@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
@@ -18,6 +17,7 @@ from logd_sdk._request_stream import RequestStream, StreamRefused
 from logd_sdk._transport import Transport
 from logd_sdk.protocol import log_pb2, log_pb2_grpc
 from ops.helpers import scrape, value
+from scripted_log import serve_log_service
 from server.helpers import start_server
 
 TIMEOUT_S = 10
@@ -83,11 +83,8 @@ def scripted():
     def start(mode: str = "", timeout_s: float = TIMEOUT_S, idle_close_s: float = 60.0, unary: bool = False
               ) -> tuple[ScriptedLog, RequestStream]:
         servicer = ScriptedLog(mode)
-        server = grpc.server(ThreadPoolExecutor(max_workers=8))
-        log_pb2_grpc.add_LogServiceServicer_to_server(servicer, server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        server.start()
-        transport = Transport(f"127.0.0.1:{port}")
+        server, address = serve_log_service(servicer)
+        transport = Transport(address)
         stream = RequestStream(transport.log.ProduceStream, timeout_s, idle_close_s=idle_close_s,
                                unary=transport.log.Produce if unary else None, what="produce")
         opened.append((server, servicer, transport, stream))
