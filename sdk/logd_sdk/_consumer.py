@@ -33,8 +33,6 @@ from logd_sdk._errors import (
     InvalidGroupIdError,
     LogdError,
     NotAssignedError,
-    PartitionNotFoundError,
-    TopicNotFoundError,
     UnknownMemberError,
 )
 from logd_sdk._fetcher import EARLIEST, LATEST, Fetcher, fetch_committed, list_offsets
@@ -211,8 +209,10 @@ class Consumer:
         Returns at most ``max_records`` (default ``max_poll_records``), in offset order per
         partition; [] when nothing arrived in time. Runs the group callbacks and the
         auto-commit first (see the module docstring). Raises a partition's sticky error
-        (OffsetOutOfRangeError, TopicNotFoundError, CorruptRecordError, ...) until it is
-        seeked or unassigned, the first exception a group callback raised, and
+        (OffsetOutOfRangeError with auto_offset_reset "none", CorruptRecordError, ...)
+        until it is seeked or unassigned; TopicNotFoundError/PartitionNotFoundError once
+        per failed lookup of a missing topic (it is looked up again after a backoff, the
+        other partitions go on); the first exception a group callback raised; and
         NotAssignedError when nothing is assigned and nothing subscribed.
         """
         limit = self._max_poll_records if max_records is None else max_records
@@ -233,11 +233,8 @@ class Consumer:
                         continue
                 elif not self._subs.assignment:
                     raise NotAssignedError("no partitions are assigned: call assign() or subscribe() first")
-                failed = self._subs.first_error()
-                if failed is not None:
-                    tp, error = failed
-                    if isinstance(error, (TopicNotFoundError, PartitionNotFoundError)):
-                        self._subs.assignment[tp].error = None  # once: see SubscriptionState.lose_topic
+                error = self._subs.take_error()
+                if error is not None:
                     raise error.with_traceback(None)
                 records = self._fetcher.drain_locked(limit)
                 if records:

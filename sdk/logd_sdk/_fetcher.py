@@ -33,7 +33,9 @@ the position (a fetch may start inside a batch).
 
 Errors per partition: OFFSET_OUT_OF_RANGE resets the position per ``auto_offset_reset``
 (or becomes the partition's sticky error with "none"); unavailability backs off and
-retries; anything else becomes the partition's sticky error, raised by ``poll``.
+retries; a missing topic or partition is reported once and looked up again after a
+backoff (``SubscriptionState.lose_topic``); anything else becomes the partition's sticky
+error, raised by ``poll``.
 
 Lock: the consumer's condition (``lock``) guards the subscription state and the buffer;
 RPCs, CRC checks and decompression run outside it.
@@ -59,12 +61,10 @@ from logd_sdk._errors import (
     LogdError,
     LogdTimeoutError,
     OffsetOutOfRangeError,
-    PartitionNotFoundError,
-    TopicNotFoundError,
     UnsupportedVersionError,
 )
 from logd_sdk._request_stream import RequestStream
-from logd_sdk._subscription import SubscriptionState
+from logd_sdk._subscription import TOPIC_GONE, SubscriptionState
 from logd_sdk._transport import Transport, backoff_s, create_channel, error_from_proto, error_from_rpc
 from logd_sdk._types import NO_HEADERS, Record, TopicPartition, _RecordBuilder
 from logd_sdk.protocol import common_pb2, groups_pb2, log_pb2, log_pb2_grpc
@@ -76,8 +76,6 @@ LATEST = -1
 #: Bounds of a single Fetch's long poll (see the module docstring).
 MIN_WAIT_SLICE_MS = 4
 MAX_WAIT_SLICE_MS = 100
-#: A partition's topic (or the partition) does not exist now: see ``SubscriptionState.lose_topic``.
-_TOPIC_GONE = (TopicNotFoundError, PartitionNotFoundError)
 _RECORD = struct.Struct("<IiiiH")
 _U16 = struct.Struct("<H")
 _I32 = struct.Struct("<i")
@@ -330,7 +328,8 @@ class Fetcher(threading.Thread):
     def resolve_positions(self, pending: dict[TopicPartition, tuple[str, int]], timeout_ms: int | None = None) -> None:
         """Look up and apply positions for partitions with a pending reset (no lock held).
 
-        Retriable failures leave them pending; other failures become sticky errors.
+        Retriable failures leave them pending; a missing topic is looked up again after a
+        backoff; other failures become sticky errors.
         """
         strategies: dict[TopicPartition, str] = {tp: strategy for tp, (strategy, _) in pending.items()}
         committed_tps = [tp for tp, strategy in strategies.items() if strategy == "committed"]
@@ -370,7 +369,7 @@ class Fetcher(threading.Thread):
                 state = self._subs.assignment.get(tp)
                 if state is None or tp not in pending or state.epoch != pending[tp][1]:
                     continue  # seeked or unassigned meanwhile
-                if isinstance(error, _TOPIC_GONE):
+                if isinstance(error, TOPIC_GONE):
                     self._subs.lose_topic(tp, error, now, self._retry_backoff_ms)
                 elif error is not None:
                     state.reset_to = None
@@ -435,15 +434,14 @@ class Fetcher(threading.Thread):
                 self.lock.wait(deadline - time.monotonic())
 
     def _fetch(self, targets: list[tuple[TopicPartition, int, int]]) -> None:
-        if len(targets) > 1:
-            # The broker fills the response's byte budget in request order: each fetch
-            # starts after the partitions the last one got data from, or those at the
-            # end of a fixed order would get nothing while the first ones have a backlog
-            # (Kafka's consumer rotates its fetch order likewise, KIP-74). One place per
-            # fetch made the last of N partitions with a backlog wait N fetches.
-            start = self._fetch_rotation % len(targets)
-            targets = targets[start:] + targets[:start]
-            self._fetch_rotation = start + 1  # at least one on; the answer moves it past those served
+        # The broker fills the response's byte budget in request order: each fetch starts
+        # after the partitions the last one got data from (at least one on), or those at
+        # the end of a fixed order would get nothing while the first ones have a backlog
+        # (Kafka's consumer rotates its fetch order likewise, KIP-74). One place per fetch
+        # made the last of N partitions with a backlog wait N fetches.
+        start = self._fetch_rotation % len(targets) if targets else 0
+        targets = targets[start:] + targets[:start]
+        self._fetch_rotation = start + 1
         slice_ms = self._wait_slice_ms
         request = log_pb2.FetchRequest(
             partitions=[log_pb2.FetchRequest.PartitionRequest(topic=tp.topic, partition=tp.partition, offset=offset,
@@ -460,10 +458,9 @@ class Fetcher(threading.Thread):
         requested = {tp: (epoch, offset) for tp, epoch, offset in targets}
         outcomes = [self._process(data, requested) for data in response.partitions]
         served = sum(1 for data in response.partitions if data.batches)
-        if served > 1:
-            self._fetch_rotation += served - 1
+        self._fetch_rotation = start + max(1, served)
         self._apply(outcomes)
-        if not any(data.batches for data in response.partitions):
+        if not served:
             with self.lock:
                 if self._wait_slice_ms == slice_ms:  # (a wakeup meanwhile restarts the slices)
                     self._wait_slice_ms = min(2 * slice_ms, MAX_WAIT_SLICE_MS)
@@ -514,7 +511,7 @@ class Fetcher(threading.Thread):
                     # Fetched again after a backoff: the broker answers such a partition at
                     # once, so without one the fetcher spun (and cut the long poll of the others).
                     state.back_off(time.monotonic(), self._retry_backoff_ms)
-                elif isinstance(error, _TOPIC_GONE):
+                elif isinstance(error, TOPIC_GONE):
                     self._subs.lose_topic(tp, error, time.monotonic(), self._retry_backoff_ms)
                 else:
                     state.error = error

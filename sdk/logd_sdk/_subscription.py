@@ -33,13 +33,21 @@ from __future__ import annotations
 import itertools
 from typing import Iterable
 
-from logd_sdk._errors import IllegalStateError, LogdError, NotAssignedError
+from logd_sdk._errors import (
+    IllegalStateError,
+    LogdError,
+    NotAssignedError,
+    PartitionNotFoundError,
+    TopicNotFoundError,
+)
 from logd_sdk._transport import backoff_s
 from logd_sdk._types import TopicPartition
 
 RESET_STRATEGIES = ("earliest", "latest", "none")
 #: The longest a partition waits after its own retriable errors before it is tried again.
 MAX_PARTITION_BACKOFF_MS = 1000
+#: A partition's topic (or the partition) does not exist now: see ``SubscriptionState.lose_topic``.
+TOPIC_GONE = (TopicNotFoundError, PartitionNotFoundError)
 _epochs = itertools.count(1)
 
 NONE, MANUAL, SUBSCRIBED = "none", "manual", "subscribed"
@@ -217,8 +225,13 @@ class SubscriptionState:
         state.back_off(now, backoff_ms)
         state.error = error
 
-    def first_error(self) -> tuple[TopicPartition, LogdError] | None:
-        for tp, state in self.assignment.items():
-            if state.error is not None:
-                return tp, state.error
+    def take_error(self) -> LogdError | None:
+        """The first partition's error, for ``poll`` to raise. A missing topic's (see
+        ``lose_topic``) is reported once; the others stay until a seek or reset."""
+        for state in self.assignment.values():
+            error = state.error
+            if error is not None:
+                if isinstance(error, TOPIC_GONE):
+                    state.error = None
+                return error
         return None
