@@ -138,7 +138,10 @@ def run(address: str, topic: str, partitions: int, rate: float, seconds: float, 
         def failure() -> BaseException | None:
             return errors[0] if errors else None
     worker.start()
-    if not ready.wait(30) or failure() is not None:
+    started_by = time.monotonic() + 30
+    while not ready.wait(0.1) and failure() is None and time.monotonic() < started_by:
+        pass  # (a consumer process that died before it was ready is noticed at once)
+    if not ready.is_set() or failure() is not None:
         done.set()
         raise failure() or SystemExit("the consumer did not start within 30 s")
 
